@@ -1,0 +1,43 @@
+"""The embedded default: a LocalCluster sized to this machine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psutil
+
+from .config import ClusterConfig
+
+__all__ = ["machine_size", "local_cluster"]
+
+
+def machine_size(config: ClusterConfig) -> tuple[int, int, int | str]:
+    """Workers, threads per worker and per-worker memory for this machine.
+
+    Dask threads run numba ``nogil`` kernels in parallel, so the default is few
+    workers with several threads: one worker per two cores (at least one).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_workers = config.n_workers or max(1, min(cores // 2, 8))
+    threads = config.threads_per_worker or max(1, cores // n_workers)
+    memory: int | str = config.memory_limit
+    if memory == "auto":
+        memory = int(psutil.virtual_memory().total * 0.8 / n_workers)
+    return n_workers, threads, memory
+
+
+def local_cluster(config: ClusterConfig, security: Any = None) -> Any:
+    """Start a ``distributed.LocalCluster`` for ``config``."""
+    from distributed import LocalCluster
+
+    n_workers, threads, memory = machine_size(config)
+    kwargs: dict[str, Any] = dict(
+        n_workers=n_workers, threads_per_worker=threads, memory_limit=memory,
+        dashboard_address=config.dashboard_address, processes=config.processes,
+        host="127.0.0.1",
+    )
+    if security is not None:
+        kwargs["security"] = security
+        kwargs["protocol"] = "tls://"
+    return LocalCluster(**kwargs)

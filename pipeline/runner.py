@@ -1,0 +1,138 @@
+"""Runner: advance a State in batches, persist, checkpoint, resume and report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+
+from neurochunk.stores import Dataset
+
+from .state import State
+from .step import Step
+
+__all__ = ["Runner", "BatchReport"]
+
+
+@dataclass
+class BatchReport:
+    """Timing of one batch of steps."""
+
+    first_step: int
+    n_steps: int
+    build_s: float
+    compute_s: float
+    checkpoint_s: float = 0.0
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """Advance ``state`` with ``step`` for many steps.
+
+    Parameters
+    ----------
+    step
+        The lazy step.
+    state
+        The initial state (ignored when ``checkpoints`` holds a commit to resume from).
+    checkpoints
+        A dataset that receives a commit every ``checkpoint_every`` steps and at the end.
+    checkpoint_every
+        Steps between checkpoints; 0 checkpoints only at the end.
+    batch_steps
+        Steps per batch (one graph); defaults to ``step.batch_steps``.
+    client
+        A ``distributed.Client``; persisted chunks then stay on the workers that computed them.
+    on_batch
+        Called with each batch's :class:`BatchReport` and the gathered outputs (recorders use it).
+    progress
+        Show a console progress bar (tqdm) on stderr.
+    """
+
+    def __init__(self, step: Step, state: State, *, checkpoints: Dataset | None = None, checkpoint_every: int = 0,
+                 batch_steps: int | None = None, client: Any = None,
+                 on_batch: Callable[[BatchReport, State], None] | None = None, progress: bool = True) -> None:
+        self.step, self.state = step, state
+        self.checkpoints, self.checkpoint_every = checkpoints, checkpoint_every
+        self.batch_steps = batch_steps or step.batch_steps
+        self.client, self.on_batch, self.progress = client, on_batch, progress
+        self.reports: list[BatchReport] = []
+        if self.batch_steps <= 0:
+            raise ValueError(f"batch_steps must be positive, got {self.batch_steps}")
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.state.scalars.get("step", 0))
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint if there is one; return whether one was loaded."""
+        if self.checkpoints is None or self.checkpoints.commits.latest() is None:
+            return False
+        self.state = State.restore(self.checkpoints)
+        return True
+
+    def run(self, n_steps: int) -> State:
+        """Advance to ``steps_done + n_steps``, checkpointing and reporting on the way."""
+        target = self.steps_done + n_steps
+        bar = _bar(n_steps, self.progress)
+        since_checkpoint = 0
+        try:
+            while self.steps_done < target:
+                k = min(self.batch_steps, target - self.steps_done)
+                if self.checkpoint_every:
+                    k = min(k, self.checkpoint_every - since_checkpoint)
+                first = self.steps_done
+                t0 = time.perf_counter()
+                lazy = self.step.build(self.state, k)
+                lazy = lazy.update(step=first + k)
+                outputs = self.step.outputs(lazy)
+                t1 = time.perf_counter()
+                state = lazy.persist(self.client)
+                out_keys = list(outputs)
+                if out_keys:
+                    values = (self.client.compute([outputs[x] for x in out_keys], sync=True)
+                              if self.client is not None else dask.compute(*[outputs[x] for x in out_keys]))
+                    outputs = dict(zip(out_keys, values, strict=True))
+                _wait(state, self.client)
+                t2 = time.perf_counter()
+                self.state = state
+                report = BatchReport(first, k, t1 - t0, t2 - t1, outputs=outputs)
+                since_checkpoint += k
+                if self.checkpoints is not None and (
+                    (self.checkpoint_every and since_checkpoint >= self.checkpoint_every) or self.steps_done >= target
+                ):
+                    t3 = time.perf_counter()
+                    self.state.checkpoint(self.checkpoints, f"step-{self.steps_done}")
+                    report.checkpoint_s = time.perf_counter() - t3
+                    since_checkpoint = 0
+                self.reports.append(report)
+                if self.on_batch is not None:
+                    self.on_batch(report, self.state)
+                bar.update(k)
+        finally:
+            bar.close()
+        return self.state
+
+
+def _wait(state: State, client: Any) -> None:
+    import dask.array as da
+
+    arrays = [a for a in state.arrays.values() if isinstance(a, da.Array)]
+    if client is not None:
+        from distributed import wait
+
+        wait(arrays)
+    else:
+        for a in arrays:
+            a.dask  # already persisted in-process
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", disable=not enabled or not sys.stderr, file=sys.stderr,
+                dynamic_ncols=True, leave=False)

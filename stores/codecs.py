@@ -10,11 +10,13 @@ configs, dataset attributes and ``neurochunk info`` all use:
 ``quantize:D``          keep D decimal digits, then lossless; absolute error <= 10**-D
 ``float16``             store as float16, then lossless; relative error <= 2**-11
 ``packbits``            boolean rasters packed 8 per byte, then lossless
+``delta``               integer differences of neighbours (sorted event lists), then lossless
 ``raw``                 no compression (checksum only)
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 __all__ = ["CodecPreset", "parse_codec", "PRESETS"]
 
-PRESETS = ("lossless", "bitshuffle", "bitround", "quantize", "float16", "packbits", "raw")
+PRESETS = ("lossless", "bitshuffle", "bitround", "quantize", "float16", "packbits", "delta", "raw")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,12 @@ class CodecPreset:
         return {}
 
     def zarr_kwargs(self, dtype: np.dtype[Any]) -> dict[str, Any]:
-        """``filters``, ``compressors`` and ``serializer`` for ``zarr.create_array``."""
+        """``filters`` and ``compressors`` for ``zarr.create_array``."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+            return self._zarr_kwargs(np.dtype(dtype))
+
+    def _zarr_kwargs(self, dtype: np.dtype[Any]) -> dict[str, Any]:
         from zarr import codecs as zc
 
         shuffle = "bitshuffle" if self.name in ("bitshuffle", "packbits") else "shuffle"
@@ -72,6 +79,10 @@ class CodecPreset:
             if dtype != np.bool_:
                 raise ValueError(f"codec 'packbits' needs a bool array, not {dtype}")
             filters = [zc.PackBits()]
+        elif self.name == "delta":
+            if dtype.kind not in "iu":
+                raise ValueError(f"codec 'delta' needs an integer array, not {dtype}")
+            filters = [zc.Delta(dtype=dtype.str)]
         elif self.name == "raw":
             compressors = [Crc32cCodec()]
         return {"filters": filters, "compressors": compressors}

@@ -18,6 +18,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from neurochunk.kernels.recurrent import DelayedRNN, advance, empty_history, make_weights, stimulus
 from neurochunk.stores import Dataset
@@ -156,14 +157,15 @@ def states(ds: Dataset, layer: int) -> da.Array:
     k, steps = int(a["k"]), int(a["steps"])
     ck = [read_array(ds, f"ckpt{l}") for l in range(1, layer + 1)]
     unit = model.unit_shape(layer)
-    task = dask.delayed(_recompute, pure=True)
-    rows = []
+    tail = (0,) * len(unit)
+    name = f"recompute-{dask.base.tokenize(str(ds.url), a, layer)}"
+    graph: dict[Any, Any] = {}
     for b in range(steps // k):
-        blocks, lo = [], 0
+        lo = 0
         for i, size in enumerate(ck[0].chunks[2]):
-            parts = [c.blocks[b, 0, i] for c in ck]
-            blocks.append(da.from_delayed(task(model, layer, b, k, lo, *parts), shape=(k, size, *unit),
-                                          dtype=np.float32))
+            parts = [(c.name, b, 0, i, *((0,) * (c.ndim - 3))) for c in ck]
+            graph[(name, b, i, *tail)] = (_recompute, model, layer, b, k, lo, *parts)
             lo += size
-        rows.append(da.concatenate(blocks, axis=1))
-    return da.concatenate(rows, axis=0)
+    hlg = HighLevelGraph.from_collections(name, graph, dependencies=ck)
+    chunks = ((k,) * (steps // k), ck[0].chunks[2], *((u,) for u in unit))
+    return da.Array(hlg, name, chunks, dtype=np.float32)

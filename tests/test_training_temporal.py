@@ -93,7 +93,7 @@ def test_checkpointed_run_on_a_distributed_cluster(tmp_path):
     from distributed import Client, LocalCluster
 
     model = DelayedRNN((6, 10, 8), seed=8)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         ds = Dataset.create(tmp_path / "ck.zarr", "activations")
         run_checkpointed(ds, model, n_samples=10, chunk=5, steps=20, k=5)

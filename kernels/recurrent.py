@@ -173,6 +173,8 @@ def advance(model: DelayedRNN, weights: list[dict[str, Any]], x: Any, history: l
     per layer the states of every step ``(steps, s, *unit)``.
     """
     xp = array_module(x)
+    if xp is not np:
+        weights = [{key: xp.asarray(v) for key, v in w.items()} for w in weights]
     d, dff, drec = model.depth, model.delay_ff, model.delay_rec
     hist = [h.copy() for h in history]
     rec_out = [xp.empty((steps, *h.shape[1:]), xp.float32) for h in hist] if record else None

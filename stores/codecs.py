@@ -4,8 +4,8 @@ Every preset ends with ``crc32c`` so corruption is detected and named
 (:mod:`neurochunk.stores.integrity`). A preset is named by a short string that
 configs, dataset attributes and ``neurochunk info`` all use:
 
-``lossless`` (default)  blosc zstd level 5, byte shuffle
-``bitshuffle``          blosc zstd level 5, bit shuffle
+``lossless`` (default)  blosc zstd level 3, byte shuffle
+``bitshuffle``          blosc zstd level 3, bit shuffle
 ``bitround:K``          keep K mantissa bits, then lossless; relative error <= 2**-K
 ``quantize:D``          keep D decimal digits, then lossless; absolute error <= 10**-D
 ``float16``             store as float16, then lossless; relative error <= 2**-11
@@ -63,7 +63,7 @@ class CodecPreset:
         from zarr import codecs as zc
 
         shuffle = "bitshuffle" if self.name in ("bitshuffle", "packbits") else "shuffle"
-        blosc = BloscCodec(cname="zstd", clevel=5, shuffle=shuffle, typesize=max(np.dtype(dtype).itemsize, 1))
+        blosc = BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=max(np.dtype(dtype).itemsize, 1))
         compressors: list[Any] = [blosc, Crc32cCodec()]
         filters: list[Any] = []
         dtype = np.dtype(dtype)

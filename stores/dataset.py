@@ -14,7 +14,6 @@ from zarr.abc.store import Store
 from .arrays import create_named_array
 from .codecs import CodecPreset
 from .commits import CommitLog
-from .integrity import IntegrityStore
 from .schema import SCHEMA_VERSION, KindSchema, SchemaError, check_dataset
 from .tiers import TierConfig, TieredStore
 from .urls import S3Options, StoreURL, open_store, parse_url
@@ -30,9 +29,7 @@ class DatasetExistsError(FileExistsError):
 
 def _stack(url: StoreURL, tiers: TierConfig | None, s3: S3Options | None, read_only: bool) -> Store:
     store = open_store(url, read_only=read_only, s3=s3)
-    if tiers is not None:
-        store = TieredStore(store, tiers)
-    return IntegrityStore(store, where=str(url))
+    return TieredStore(store, tiers) if tiers is not None else store
 
 
 class Dataset:
@@ -189,8 +186,7 @@ class Dataset:
 
     @property
     def tiers(self) -> TieredStore | None:
-        inner = self.store.inner if isinstance(self.store, IntegrityStore) else self.store
-        return inner if isinstance(inner, TieredStore) else None
+        return self.store if isinstance(self.store, TieredStore) else None
 
     def info(self) -> dict[str, Any]:
         """Kind, arrays (shape, chunks, dtype, codec, bytes), commits and tier counters."""

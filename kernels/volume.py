@@ -1,0 +1,333 @@
+"""Chunk kernels for (z, y, x) volumes: connected components, boundary equivalences, relabelling.
+
+All loops are ``numba.njit(nogil=True, cache=True)``, so Dask's threaded
+workers label chunks truly in parallel (cc3d holds the GIL). Labels inside a
+chunk are consecutive ``1..n`` in raster order of each component's first voxel,
+the same convention as ``cc3d.connected_components``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+__all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas"]
+
+CONNECTIVITIES = (6, 18, 26)
+
+try:
+    import cc3d as _cc3d  # noqa: F401
+
+    _HAVE_CC3D = True
+except ImportError:
+    _HAVE_CC3D = False
+
+
+def _order(connectivity: int) -> int:
+    """How many axes a neighbour offset may change: 1 (6-), 2 (18-) or 3 (26-connectivity)."""
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
+    return {6: 1, 18: 2, 26: 3}[connectivity]
+
+
+def neighbour_offsets(connectivity: int) -> np.ndarray:
+    """The raster-backward neighbour offsets ``(dz, dy, dx)`` of a connectivity, shape (k, 3)."""
+    order = _order(connectivity)
+    out = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+           if (dz, dy, dx) < (0, 0, 0) and abs(dz) + abs(dy) + abs(dx) <= order]
+    return np.array(out, dtype=np.int64)
+
+
+def forward_deltas(connectivity: int) -> list[tuple[int, int, int]]:
+    """Chunk-grid offsets of the neighbours a chunk shares voxels pairs with, counted once per pair."""
+    order = _order(connectivity)
+    return [d for d in ((dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+            if d > (0, 0, 0) and sum(map(abs, d)) <= order]
+
+
+@numba.njit(nogil=True, cache=True)
+def _find(parent: np.ndarray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@numba.njit(nogil=True, cache=True)
+def _union(parent: np.ndarray, a: int, b: int) -> int:
+    ra = _find(parent, a)
+    rb = _find(parent, b)
+    if ra < rb:
+        parent[rb] = ra
+        return ra
+    if rb < ra:
+        parent[ra] = rb
+    return rb
+
+
+@numba.njit(nogil=True, cache=True)
+def _label(values: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> int:
+    nz, ny, nx = values.shape
+    parent = np.empty(4096, dtype=np.int64)
+    parent[0] = 0
+    nprov = 0
+    k = offsets.shape[0]
+    full = k == 13
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                v = values[z, y, x]
+                if v == 0:
+                    out[z, y, x] = 0
+                    continue
+                cur = np.int64(0)
+                if x > 0 and values[z, y, x - 1] == v:
+                    cur = np.int64(out[z, y, x - 1])
+                if full:
+                    # 26-connectivity decision tree: a matching neighbour already holds the union
+                    # of every backward neighbour it touches, so only the ones it does not touch remain
+                    if cur != 0:
+                        if z - 1 >= 0 and y - 1 >= 0 and x + 1 >= 0 and y - 1 < ny and x + 1 < nx and values[z - 1, y - 1, x + 1] == v:
+                            o = np.int64(out[z - 1, y - 1, x + 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                        if z - 1 >= 0 and y >= 0 and x + 1 >= 0 and y < ny and x + 1 < nx and values[z - 1, y, x + 1] == v:
+                            o = np.int64(out[z - 1, y, x + 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                        if z - 1 >= 0 and y + 1 >= 0 and x + 1 >= 0 and y + 1 < ny and x + 1 < nx and values[z - 1, y + 1, x + 1] == v:
+                            o = np.int64(out[z - 1, y + 1, x + 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                        if z >= 0 and y - 1 >= 0 and x + 1 >= 0 and y - 1 < ny and x + 1 < nx and values[z, y - 1, x + 1] == v:
+                            o = np.int64(out[z, y - 1, x + 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                    elif y > 0 and values[z, y - 1, x] == v:
+                        cur = np.int64(out[z, y - 1, x])
+                        if z - 1 >= 0 and y + 1 >= 0 and x - 1 >= 0 and y + 1 < ny and x - 1 < nx and values[z - 1, y + 1, x - 1] == v:
+                            o = np.int64(out[z - 1, y + 1, x - 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                        if z - 1 >= 0 and y + 1 >= 0 and x >= 0 and y + 1 < ny and x < nx and values[z - 1, y + 1, x] == v:
+                            o = np.int64(out[z - 1, y + 1, x])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                        if z - 1 >= 0 and y + 1 >= 0 and x + 1 >= 0 and y + 1 < ny and x + 1 < nx and values[z - 1, y + 1, x + 1] == v:
+                            o = np.int64(out[z - 1, y + 1, x + 1])
+                            if cur == 0:
+                                cur = o
+                            elif o != cur:
+                                cur = _union(parent, cur, o)
+                    elif z > 0 and values[z - 1, y, x] == v:
+                        cur = np.int64(out[z - 1, y, x])
+                    else:
+                        for j in range(k):
+                            if z + offsets[j, 0] >= 0 and y + offsets[j, 1] >= 0 and x + offsets[j, 2] >= 0 and y + offsets[j, 1] < ny and x + offsets[j, 2] < nx and values[z + offsets[j, 0], y + offsets[j, 1], x + offsets[j, 2]] == v:
+                                o = np.int64(out[z + offsets[j, 0], y + offsets[j, 1], x + offsets[j, 2]])
+                                if cur == 0:
+                                    cur = o
+                                elif o != cur:
+                                    cur = _union(parent, cur, o)
+                    if cur == 0:
+                        nprov += 1
+                        if nprov >= parent.shape[0]:
+                            grown = np.empty(parent.shape[0] * 2, dtype=np.int64)
+                            grown[: parent.shape[0]] = parent
+                            parent = grown
+                        parent[nprov] = nprov
+                        cur = nprov
+                    out[z, y, x] = cur
+                    continue
+                for j in range(k):
+                    dz, dy, dx = offsets[j, 0], offsets[j, 1], offsets[j, 2]
+                    if dz == 0 and dy == 0:
+                        continue
+                    zz, yy, xx = z + dz, y + dy, x + dx
+                    if zz < 0 or yy < 0 or xx < 0 or xx >= nx or yy >= ny:
+                        continue
+                    if values[zz, yy, xx] != v:
+                        continue
+                    other = out[zz, yy, xx]
+                    if cur == 0:
+                        cur = other
+                    elif other != cur:
+                        cur = _union(parent, cur, other)
+                if cur == 0:
+                    nprov += 1
+                    if nprov >= parent.shape[0]:
+                        grown = np.empty(parent.shape[0] * 2, dtype=np.int64)
+                        grown[: parent.shape[0]] = parent
+                        parent = grown
+                    parent[nprov] = nprov
+                    cur = nprov
+                out[z, y, x] = cur
+    remap = np.zeros(nprov + 1, dtype=np.int64)
+    n = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                p = out[z, y, x]
+                if p == 0:
+                    continue
+                r = _find(parent, p)
+                if remap[r] == 0:
+                    n += 1
+                    remap[r] = n
+                out[z, y, x] = remap[r]
+    return n
+
+
+def label_chunk(block: Any, connectivity: int = 26, binary: bool = False,
+                method: str = "auto") -> tuple[np.ndarray, int]:
+    """Label the connected components of one chunk.
+
+    Parameters
+    ----------
+    block
+        A 3-D integer or boolean array. Zero is background.
+    connectivity
+        6, 18 or 26.
+    binary
+        Connect any two nonzero neighbours; otherwise (multi-label) only
+        neighbours with equal values.
+    method
+        ``"numba"`` (releases the GIL: threads scale), ``"cc3d"`` (about 5x
+        faster on connectomics labels but holds the GIL: use process workers),
+        or ``"auto"``: cc3d when it is installed.
+
+    Returns
+    -------
+    labels, n
+        ``uint32`` labels ``1..n`` in raster order of first voxel, and ``n``.
+    """
+    xp = _array_module(block)
+    if xp is not np:
+        from .volume_gpu import label_chunk_gpu
+
+        return label_chunk_gpu(block, connectivity, binary)
+    block = np.asarray(block)
+    if block.ndim != 3:
+        raise ValueError(f"label_chunk needs a 3-D block, got shape {block.shape}")
+    values = (block != 0).view(np.uint8) if (binary or block.dtype == np.bool_) else block
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"label_chunk needs integer or boolean voxels, got {block.dtype}")
+    if method == "auto":
+        method = "cc3d" if _HAVE_CC3D else "numba"
+    if method == "cc3d":
+        import cc3d
+
+        # cc3d mislabels some strided views (seen with cc3d 4.1.1 on (n, 1, 1) slices)
+        out, n = cc3d.connected_components(np.ascontiguousarray(values), connectivity=connectivity, return_N=True, out_dtype=np.uint32)
+        return out, int(n)
+    if method != "numba":
+        raise ValueError(f"label method must be 'auto', 'numba' or 'cc3d', not {method!r}")
+    out = np.empty(values.shape, dtype=np.uint32)
+    n = _label(np.ascontiguousarray(values), neighbour_offsets(connectivity), out)
+    return out, int(n)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_val: np.ndarray,
+           fixed: np.ndarray, order: int, binary: bool) -> np.ndarray:
+    nz, ny, nx = a_lab.shape
+    cap = 1024
+    out = np.empty((cap, 2), dtype=np.int64)
+    m = 0
+    base = fixed[0] + fixed[1] + fixed[2]
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                la = a_lab[z, y, x]
+                if la == 0:
+                    continue
+                for dz in range(-1, 2):
+                    if dz != 0 and fixed[0]:
+                        continue
+                    zz = z + dz
+                    if zz < 0 or zz >= nz:
+                        continue
+                    for dy in range(-1, 2):
+                        if dy != 0 and fixed[1]:
+                            continue
+                        yy = y + dy
+                        if yy < 0 or yy >= ny:
+                            continue
+                        for dx in range(-1, 2):
+                            if dx != 0 and fixed[2]:
+                                continue
+                            if base + abs(dz) + abs(dy) + abs(dx) > order:
+                                continue
+                            xx = x + dx
+                            if xx < 0 or xx >= nx:
+                                continue
+                            lb = b_lab[zz, yy, xx]
+                            if lb == 0:
+                                continue
+                            if not binary and a_val[z, y, x] != b_val[zz, yy, xx]:
+                                continue
+                            if m > 0 and out[m - 1, 0] == la and out[m - 1, 1] == lb:
+                                continue
+                            if m == cap:
+                                grown = np.empty((cap * 2, 2), dtype=np.int64)
+                                grown[:cap] = out
+                                out = grown
+                                cap *= 2
+                            out[m, 0] = la
+                            out[m, 1] = lb
+                            m += 1
+    return out[:m]
+
+
+def boundary_pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_val: np.ndarray,
+                   delta: tuple[int, int, int], connectivity: int = 26, binary: bool = False) -> np.ndarray:
+    """Equivalent label pairs across the boundary between two neighbouring chunks.
+
+    ``a_*`` and ``b_*`` are the facing voxels of chunk ``A`` and of its neighbour
+    ``B = A + delta`` (one voxel thick along each axis where ``delta`` is nonzero,
+    the shared extent elsewhere): a face, an edge or a corner. Voxels are paired
+    across the boundary with in-plane offsets allowed by the connectivity.
+
+    Returns
+    -------
+    ``int64`` array (m, 2) of unique ``(label in A, label in B)`` pairs.
+    """
+    if a_lab.shape != b_lab.shape:
+        raise ValueError(f"facing blocks differ in shape: {a_lab.shape} vs {b_lab.shape}")
+    fixed = np.array([d != 0 for d in delta], dtype=np.int64)
+    pairs = _pairs(a_lab, a_val, b_lab, b_val, fixed, _order(connectivity), binary)
+    if len(pairs) == 0:
+        return pairs
+    return np.unique(pairs, axis=0)
+
+
+def relabel(labels: Any, lut: Any) -> Any:
+    """Map labels through a lookup table (``lut[0]`` should be 0); array module follows the input."""
+    return lut[labels]
+
+
+def _array_module(x: Any) -> Any:
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np

@@ -9,7 +9,6 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-
 from neurochunk.stores import CommitInfo, Dataset
 
 __all__ = ["read_array", "write_array", "commit_arrays", "check_aligned", "regular_chunks"]

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
-
 from neurochunk.stores import Dataset
 
 from .state import State
@@ -119,16 +118,13 @@ class Runner:
 
 
 def _wait(state: State, client: Any) -> None:
+    """Block until a distributed persist has finished (a local persist already has)."""
+    if client is None:
+        return
     import dask.array as da
+    from distributed import wait
 
-    arrays = [a for a in state.arrays.values() if isinstance(a, da.Array)]
-    if client is not None:
-        from distributed import wait
-
-        wait(arrays)
-    else:
-        for a in arrays:
-            a.dask  # already persisted in-process
+    wait([a for a in state.arrays.values() if isinstance(a, da.Array)])
 
 
 def _bar(total: int, enabled: bool) -> Any:

@@ -9,7 +9,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-
 from neurochunk.stores import CommitInfo, Dataset
 
 from .io import commit_arrays, read_array

@@ -14,7 +14,7 @@ from zarr.abc.store import Store
 from .arrays import create_named_array
 from .codecs import CodecPreset
 from .commits import CommitLog
-from .schema import SCHEMA_VERSION, KindSchema, SchemaError, check_dataset
+from .schema import SCHEMA_VERSION, KindSchema, check_dataset
 from .tiers import TierConfig, TieredStore
 from .urls import S3Options, StoreURL, open_store, parse_url
 
@@ -30,6 +30,14 @@ class DatasetExistsError(FileExistsError):
 def _stack(url: StoreURL, tiers: TierConfig | None, s3: S3Options | None, read_only: bool) -> Store:
     store = open_store(url, read_only=read_only, s3=s3)
     return TieredStore(store, tiers) if tiers is not None else store
+
+
+def _group_exists(store: Store) -> bool:
+    try:
+        zarr.open_group(store, mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError):
+        return False
+    return True
 
 
 class Dataset:
@@ -77,13 +85,8 @@ class Dataset:
             raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
         loc = parse_url(url)
         store = _stack(loc, tiers, s3, read_only=False)
-        try:
-            existing = zarr.open_group(store, mode="r", zarr_format=3)
-            if not overwrite:
-                raise DatasetExistsError(f"a dataset already exists at {loc}; pass overwrite=True to replace it")
-            del existing
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError") else FileNotFoundError):
-            pass
+        if not overwrite and _group_exists(store):
+            raise DatasetExistsError(f"a dataset already exists at {loc}; pass overwrite=True to replace it")
         block = {"kind": kind, "schema_version": SCHEMA_VERSION, **dict(attrs or {})}
         all_attrs = {**dict(root_attrs or {}), "neurochunk": block}
         group = zarr.open_group(store, mode="w", zarr_format=3, attributes=all_attrs)
@@ -107,12 +110,8 @@ class Dataset:
         store = _stack(loc, tiers, s3, read_only=mode == "r")
         try:
             group = zarr.open_group(store, mode=mode, zarr_format=3)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
             raise FileNotFoundError(f"no dataset at {loc}: no Zarr v3 group there") from exc
-        except Exception as exc:
-            if "GroupNotFound" in type(exc).__name__ or "NodeNotFound" in type(exc).__name__:
-                raise FileNotFoundError(f"no dataset at {loc}: no Zarr v3 group there") from exc
-            raise
         ds = cls(loc, store, group, None, s3)
         ds.schema = ds.validate(kind)
         return ds

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from neurochunk.stores import S3Options, TierConfig
 
 

@@ -8,7 +8,6 @@ import dask.array as da
 import numpy as np
 import psutil
 import pytest
-
 from neurochunk.cluster import ClusterConfig, ClusterUnreachableError, connect
 from neurochunk.cluster.local import machine_size
 

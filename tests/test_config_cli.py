@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from neurochunk.workflows import ConfigError, prepare
 from neurochunk.workflows.cli import main
 

@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-
 from neurochunk.pipeline import Runner, State, Step, check_aligned, commit_arrays, read_array, write_array
 from neurochunk.stores import Dataset
 

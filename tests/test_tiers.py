@@ -6,9 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-from zarr.storage import LocalStore
-
 from neurochunk.stores import Dataset, TierConfig, TieredStore
+from zarr.storage import LocalStore
 
 CHUNK = 1000  # float64 -> 8000 raw bytes per chunk before compression
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-
 from neurochunk.pipeline import read_array, tier_stats, write_array
 from neurochunk.stores import Dataset, TierConfig
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from neurochunk.stores import S3Options, TierConfig
 
-from .config import ConfigError, RUN_SCHEMA, load_config, run_schema, validate
+from .config import RUN_SCHEMA, ConfigError, load_config, run_schema, validate
 from .registry import workflow_module
 
 __all__ = ["prepare", "run_config", "store_options"]

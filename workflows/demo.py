@@ -14,7 +14,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from neurochunk.pipeline import read_array, tier_stats, write_array
+from neurochunk.pipeline import compute_with_progress, read_array, tier_stats, write_array
 from neurochunk.stores import Dataset, TierConfig
 
 from .config import Field, Section
@@ -40,12 +40,13 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     ds = Dataset.create(store["url"], "neuron_state", attrs={"model": "lif", "units": {"v": "mV"}},
                         overwrite=store.get("overwrite", True), **opts)
     rng = da.random.default_rng(p["seed"])
-    v = -60.0 + 10.0 * rng.random(p["n_neurons"], chunks=p["chunk"], dtype=np.float32)
-    write_array(v.astype(np.float32), ds, "v", dims=("neuron",))
+    v = (-60.0 + 10.0 * rng.random(p["n_neurons"], chunks=p["chunk"], dtype=np.float32)).astype(np.float32)
+    show = bool(cfg.get("progress", True))
+    compute_with_progress(client, write_array(v, ds, "v", dims=("neuron",), compute=False), "write", show)
     ds = Dataset.open(store["url"], kind="neuron_state", **opts)
-    first = float(client.compute(read_array(ds, "v").mean(), sync=True))
+    first = float(compute_with_progress(client, read_array(ds, "v").mean(), "read (cold)", show))
     cold = tier_stats(client, ds.tiers.token)
-    second = float(client.compute(read_array(ds, "v").mean(), sync=True))
+    second = float(compute_with_progress(client, read_array(ds, "v").mean(), "read (warm)", show))
     warm = tier_stats(client, ds.tiers.token)
     info = ds.info()
     info["tiers"] = warm

@@ -83,7 +83,7 @@ def _cuda_cluster(cfg: ClusterConfig, security: Any) -> Any:
         from dask_cuda import LocalCUDACluster
     except ImportError as exc:
         raise ImportError("cluster.gpu needs dask-cuda: pip install 'neurochunk[gpu]'") from exc
-    kwargs: dict[str, Any] = {"dashboard_address": cfg.dashboard_address, "ip": "127.0.0.1"}
+    kwargs: dict[str, Any] = {"dashboard_address": cfg.dashboard_address, "host": "127.0.0.1"}
     if cfg.n_workers:
         kwargs["n_workers"] = cfg.n_workers
     if cfg.memory_limit != "auto":

@@ -1,0 +1,784 @@
+"""MemoryBank: 10^7+ scored memories in hash partitions, advanced by fused iterations on Dask.
+
+Layout. A ``memory_bank`` dataset of ``P`` partitions of ``capacity`` slots.
+Memory ``id`` lives in partition ``splitmix64(id) mod P``; partition ``p`` is
+chunk ``p`` of every array (``id`` uint64, ``strength`` float32, ``count``
+uint32, ``last_step`` int64, optional ``payload`` float32 (memory, dim)), its
+memories sorted by id and its unused tail padded with ``EMPTY_ID``.
+
+State of record. The root arrays hold the empty layout; each change (ingest,
+delete, an iteration batch) writes a new atomic commit holding every array,
+replicated to every :class:`~neurochunk.stores.replicas.ReplicaSet` member.
+The newest commit (``meta["version"]``) is the bank; a killed writer leaves
+the one before it.
+
+Iterations. ``apply_decay``, ``apply_reinforcement``, ``compute_quality`` and
+``rank_by_quality`` act on partitions persisted on the workers. ``run_epoch``
+fuses ``commit_every`` iterations into one task per partition, so each graph
+has O(P) tasks whatever the number of iterations; each partition reports
+per-iteration statistics and its top-k, which a tree reduction combines.
+After a commit a partition is re-read through a per-worker cache on the
+worker that wrote it, so lineage never reaches back past the last commit: a
+lost worker costs re-reading its partitions from the store and recomputing at
+most ``commit_every`` iterations.
+
+Duplicate ids. Within and across ingest batches the last occurrence of an id
+wins: its strength and payload replace the stored ones, and its count and
+last_step restart (0 and the ingest step). Reinforcement deltas for one id in
+one iteration are summed (float64, arrival order) before clipping.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+from dask import delayed
+
+from neurochunk.kernels import memory as K
+from neurochunk.stores.replicas import Replica, ReplicaSet, write_chunk
+
+__all__ = ["MemoryBank", "Partition", "Quality", "EpochReport", "KeyedSource", "CapacityError"]
+
+ARRAYS = {"id": np.uint64, "strength": np.float32, "count": np.uint32, "last_step": np.int64}
+FILL = {"id": K.EMPTY_ID, "strength": 0.0, "count": 0, "last_step": 0}
+
+Source = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+class CapacityError(ValueError):
+    """A partition would hold more memories than its capacity."""
+
+
+@dataclass
+class Partition:
+    """The live memories of one partition (unpadded), sorted by id."""
+
+    index: int
+    id: np.ndarray
+    strength: np.ndarray
+    count: np.ndarray
+    last_step: np.ndarray
+    ranker: K.MaintainedTopK | None = None
+
+    def copy(self) -> Partition:
+        return Partition(self.index, self.id, self.strength.copy(), self.count.copy(), self.last_step.copy(),
+                         None)
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Quality of the bank: memories, sum, mean and max of strength, histogram over [0, 1]."""
+
+    n: int
+    sum: float
+    mean: float
+    max: float
+    histogram: np.ndarray
+
+
+@dataclass
+class EpochReport:
+    """What ``run_epoch`` did: per-iteration statistics, the final ranking, timings and graph sizes."""
+
+    first_iteration: int
+    n_iterations: int
+    sums: np.ndarray
+    means: np.ndarray
+    maxima: np.ndarray
+    histogram: np.ndarray
+    top_ids: np.ndarray  # (n_iterations, k)
+    top_strengths: np.ndarray
+    commits: list[str] = field(default_factory=list)
+    graph_sizes: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyedSource:
+    """A deterministic reinforcement stream: iteration t reinforces ``n_draws`` of the synthetic ids
+    ``keyed_ids(id_seed, n_pool)`` by deltas in [min_delta, max_delta), keyed by (seed, t)."""
+
+    seed: int
+    id_seed: int
+    n_pool: int
+    n_draws: int
+    max_delta: float = 0.2
+    min_delta: float = 0.0
+
+    def __call__(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        return K.keyed_reinforcement(self.seed, self.id_seed, t, self.n_pool, self.n_draws, self.max_delta,
+                                     self.min_delta)
+
+
+# -- per-process partition cache and I/O counters (one per worker process) -----------------------
+_RESIDENT: dict[tuple[str, int], tuple[str, Partition]] = {}
+_IO = {"bytes_read": 0, "partitions_read": 0, "cache_hits": 0, "bytes_written": 0}
+_LOCK = threading.Lock()
+
+
+def io_counters() -> dict[str, int]:
+    """This process's partition reads, cache hits and bytes (use with ``client.run``)."""
+    with _LOCK:
+        return dict(_IO)
+
+
+def reset_io_counters() -> None:
+    with _LOCK:
+        for k in _IO:
+            _IO[k] = 0
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
+def _load(replicas: ReplicaSet, token: str, commit: str | None, p: int, size: int) -> Partition:
+    with _LOCK:
+        hit = _RESIDENT.get((token, p))
+        if hit is not None and hit[0] == commit:
+            _IO["cache_hits"] += 1
+            return hit[1]
+    if commit is None or size == 0:
+        return Partition(p, *(np.empty(0, t) for t in ARRAYS.values()))
+    arrays = {n: replicas.read_chunk(commit, n, p)[:size] for n in ARRAYS}
+    with _LOCK:
+        _IO["bytes_read"] += sum(a.nbytes for a in arrays.values())
+        _IO["partitions_read"] += 1
+    return Partition(p, arrays["id"], arrays["strength"], arrays["count"].astype(np.uint32),
+                     arrays["last_step"].astype(np.int64))
+
+
+def _load_payload(replicas: ReplicaSet, commit: str | None, p: int, size: int, dim: int) -> np.ndarray:
+    if commit is None or size == 0 or dim == 0:
+        return np.empty((0, dim), np.float32)
+    return replicas.read_chunk(commit, "payload", p)[:size]
+
+
+def _write(part: Partition, replicas: ReplicaSet, token: str, commit: str, paths: Sequence[str],
+           capacity: int, payload: np.ndarray | None = None, resident: bool = True) -> tuple[int, int, str]:
+    n = len(part)
+    if n > capacity:
+        raise CapacityError(f"partition {part.index} would hold {n} memories, more than its capacity "
+                            f"{capacity}; create the bank with a larger capacity")
+    written = 0
+    for name, dtype in ARRAYS.items():
+        values = np.full(capacity, FILL[name], dtype)
+        values[:n] = getattr(part, name)
+        written += write_chunk(replicas, paths, name, part.index, values)
+    if payload is not None:
+        full = np.zeros((capacity, payload.shape[1]), np.float32)
+        full[:n] = payload
+        written += write_chunk(replicas, paths, "payload", part.index, full)
+    with _LOCK:
+        if resident:  # the next graph's load of this partition, placed on this worker, starts from here
+            _RESIDENT[(token, part.index)] = (commit, part)
+        else:
+            _RESIDENT.pop((token, part.index), None)
+        _IO["bytes_written"] += written
+    return n, written, _worker_address()
+
+
+# -- per-partition operations (pure: they copy what they change) ---------------------------------
+def _decay(part: Partition, rate: float) -> Partition:
+    out = part.copy()
+    K.decay_stats(out.strength, rate, 2)
+    return out
+
+
+def _reinforce(part: Partition, ids: np.ndarray, deltas: np.ndarray, step: int) -> tuple[Partition, int]:
+    out = part.copy()
+    if len(ids) == 0:
+        return out, 0
+    uids, sums, occ = K.aggregate_deltas(ids, deltas)
+    pos = K.lookup_sorted(out.id, uids)
+    hit = pos >= 0
+    K.apply_deltas(out.strength, out.count, out.last_step, pos[hit], sums[hit], occ[hit], step)
+    return out, int(occ[hit].sum())
+
+
+def _quality(part: Partition, bins: int) -> dict[str, Any]:
+    total, mx, hist = K.quality_stats(part.strength, bins)
+    return {"n": len(part), "sum": total, "max": float(mx) if len(part) else 0.0, "hist": hist}
+
+
+def _rank(part: Partition, k: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = K.top_k(part.strength, part.id, k)
+    return part.strength[pos].astype(np.float64), part.id[pos]
+
+
+def _combine_quality(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {"n": a["n"] + b["n"], "sum": a["sum"] + b["sum"], "max": max(a["max"], b["max"]),
+            "hist": a["hist"] + b["hist"]}
+
+
+def _combine_rank(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    return K.merge_top_k(a[0], a[1], b[0], b[1], k)
+
+
+def _own(ids: np.ndarray, deltas: np.ndarray, p: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    mine = K.partition_of(ids, n_partitions) == p
+    return ids[mine], deltas[mine]
+
+
+def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int, bins: int,
+           n_partitions: int) -> tuple[Partition, dict[str, Any]]:
+    """``n`` fused iterations of one partition: decay, reinforcement, quality and maintained top-k."""
+    out = part.copy()
+    ranker = K.MaintainedTopK(k)
+    factor = np.float32(1.0 - rate)
+    sums = np.zeros(n)
+    maxima = np.zeros(n)
+    top_s = np.full((n, k), -np.inf)
+    top_i = np.full((n, k), K.EMPTY_ID, np.uint64)
+    hist = np.zeros(bins, np.int64)
+    for i in range(n):
+        t = t0 + i
+        total, mx, hist = K.decay_stats(out.strength, rate, bins)
+        ids, deltas = _own(*source(t), out.index, n_partitions)
+        changed = np.empty(0, np.int64)
+        if len(ids) and len(out):
+            uids, dsum, occ = K.aggregate_deltas(ids, deltas)
+            pos = K.lookup_sorted(out.id, uids)
+            hit = pos >= 0
+            changed = pos[hit]
+            old = K.apply_deltas(out.strength, out.count, out.last_step, changed, dsum[hit], occ[hit], t)
+            new = out.strength[changed]
+            total += K.histogram_fixup(hist, old, new)
+            if len(new) and new.max() > mx:
+                mx = new.max()
+            if np.any((old == mx) & (new < old)):
+                mx = out.strength.max()
+        sums[i], maxima[i] = total, (mx if len(out) else 0.0)
+        if len(out):
+            pos = ranker.update(out.strength, out.id, factor, changed)
+            top_s[i, : len(pos)] = out.strength[pos]
+            top_i[i, : len(pos)] = out.id[pos]
+    return out, {"n": len(out), "sums": sums, "maxima": maxima, "hist": hist, "top_s": top_s, "top_i": top_i,
+                 "rebuilds": ranker.rebuilds}
+
+
+def _combine_block(a: dict[str, Any], b: dict[str, Any], k: int) -> dict[str, Any]:
+    top_s = np.empty_like(a["top_s"])
+    top_i = np.empty_like(a["top_i"])
+    for i in range(len(top_s)):
+        top_s[i], top_i[i] = K.merge_top_k(a["top_s"][i], a["top_i"][i], b["top_s"][i], b["top_i"][i], k)
+    return {"n": a["n"] + b["n"], "sums": a["sums"] + b["sums"], "maxima": np.maximum(a["maxima"], b["maxima"]),
+            "hist": a["hist"] + b["hist"], "top_s": top_s, "top_i": top_i, "rebuilds": a["rebuilds"] + b["rebuilds"]}
+
+
+def _tree(items: list[Any], combine: Callable[..., Any], *args: Any) -> Any:
+    """Pairwise tree reduction of delayed values: depth log2(P), P - 1 combine tasks."""
+    while len(items) > 1:
+        items = [delayed(combine, pure=True)(items[i], items[i + 1], *args) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _graph_size(objs: Sequence[Any]) -> int:
+    """Tasks in the union of the graphs of ``objs`` (persisted inputs count as one key each)."""
+    keys: set[Any] = set()
+    for o in objs:
+        keys.update(dict(o.__dask_graph__()).keys())
+    return len(keys)
+
+
+def _merge_ingest(part: Partition, payload: np.ndarray | None, fragments: list[str], step: int,
+                  dim: int) -> tuple[Partition, np.ndarray | None]:
+    if not fragments:
+        return part, payload
+    frags = [np.load(f) for f in fragments]
+    ids = np.concatenate([part.id, *(f["id"] for f in frags)])
+    order = np.argsort(ids, kind="stable")  # stable: the latest arrival ends each run of equal ids
+    sel = order[K.keep_last_of_runs(ids[order])]
+    n_new = len(ids) - len(part)
+    strength = np.concatenate([part.strength, *(f["strength"] for f in frags)])
+    count = np.concatenate([part.count, np.zeros(n_new, np.uint32)])
+    last = np.concatenate([part.last_step, np.full(n_new, step, np.int64)])
+    out = Partition(part.index, ids[sel], strength[sel], count[sel], last[sel])
+    if dim:
+        pay = np.concatenate([payload if payload is not None else np.empty((0, dim), np.float32),
+                              *(f["payload"] for f in frags)])
+        return out, pay[sel]
+    return out, None
+
+
+def _ingest_partition(replicas: ReplicaSet, token: str, base: str | None, size: int, p: int, fragments: list[str],
+                      step: int, dim: int, commit: str, paths: Sequence[str], capacity: int) -> tuple[int, int, str]:
+    part = _load(replicas, token, base, p, size)
+    payload = _load_payload(replicas, base, p, size, dim) if dim else None
+    part, payload = _merge_ingest(part, payload, fragments, step, dim)
+    return _write(part, replicas, token, commit, paths, capacity, payload, resident=False)
+
+
+def _delete_partition(replicas: ReplicaSet, token: str, base: str | None, size: int, p: int, ids: np.ndarray,
+                      dim: int, commit: str, paths: Sequence[str], capacity: int) -> tuple[int, int, str]:
+    part = _load(replicas, token, base, p, size)
+    payload = _load_payload(replicas, base, p, size, dim) if dim else None
+    keep = ~np.isin(part.id, ids)
+    part = Partition(p, part.id[keep], part.strength[keep], part.count[keep], part.last_step[keep])
+    return _write(part, replicas, token, commit, paths, capacity, payload[keep] if dim else None, resident=False)
+
+
+class MemoryBank:
+    """Scored memories in hash partitions of a ``memory_bank`` dataset, replicated.
+
+    Use :meth:`create` or :meth:`open`. Pass a ``distributed.Client`` to run on a
+    cluster; without one, partitions run on Dask's threaded scheduler in-process.
+    """
+
+    def __init__(self, replicas: ReplicaSet, client: Any = None, keep_commits: int = 2,
+                 staging_dir: str | None = None) -> None:
+        self.replicas, self.client, self.keep_commits = replicas, client, keep_commits
+        self.staging_dir = staging_dir
+        attrs = replicas.primary.attrs
+        self.n_partitions, self.capacity = int(attrs["partitions"]), int(attrs["capacity"])
+        self.payload_dim = int(attrs.get("payload_dim", 0))
+        self.token = str(attrs["token"])
+        self._live: list[Any] | None = None
+        self._dirty = False
+        self._owners: dict[int, str] = {}
+        self.last_graph_size = 0
+        for ds in replicas.datasets:
+            ds.commits.gc()
+        self._refresh()
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, url: str, *, partitions: int, capacity: int, payload_dim: int = 0,
+               replicas: Sequence[str | Replica] = (), overwrite: bool = False, client: Any = None,
+               codec: str | None = None, **kwargs: Any) -> MemoryBank:
+        """Create an empty bank of ``partitions`` partitions of ``capacity`` memories each.
+
+        Parameters
+        ----------
+        url
+            The primary copy (local path, ``memory://`` or ``s3://``).
+        replicas
+            Further copies (URLs or :class:`Replica`); replication factor = 1 + len(replicas).
+        payload_dim
+            Floats of payload (an embedding) per memory; 0 for none.
+        kwargs
+            ``s3`` / ``tiers`` options of the primary.
+        """
+        if partitions <= 0 or capacity <= 0:
+            raise ValueError(f"partitions ({partitions}) and capacity ({capacity}) must be positive")
+        reps = [Replica(url, kwargs.get("s3"), kwargs.get("tiers"))]
+        reps += [r if isinstance(r, Replica) else Replica(r) for r in replicas]
+        import uuid
+
+        attrs = {"partitions": partitions, "capacity": capacity, "payload_dim": payload_dim,
+                 "token": uuid.uuid4().hex, "duplicate_ids": "last-wins"}
+        rs = ReplicaSet.create(reps, "memory_bank", attrs=attrs, overwrite=overwrite)
+        for ds in rs.datasets:
+            for name, dtype in ARRAYS.items():
+                ds.create_array(name, (partitions * capacity,), dtype, chunks=(capacity,), dims=("memory",),
+                                fill_value=FILL[name], codec=codec)
+            if payload_dim:
+                ds.create_array("payload", (partitions * capacity, payload_dim), np.float32,
+                                chunks=(capacity, payload_dim), dims=("memory", "dim"), codec=codec)
+        return cls(rs, client)
+
+    @classmethod
+    def open(cls, url: str, *, replicas: Sequence[str | Replica] = (), client: Any = None, **kwargs: Any) -> MemoryBank:
+        """Open a bank and its replicas (the primary's metadata must be readable)."""
+        reps = [Replica(url, kwargs.pop("s3", None), kwargs.pop("tiers", None))]
+        reps += [r if isinstance(r, Replica) else Replica(r) for r in replicas]
+        return cls(ReplicaSet(reps, "memory_bank"), client, **kwargs)
+
+    def _refresh(self) -> None:
+        info, _ = self.replicas.latest()
+        self._commit = info.name if info else None
+        meta = info.meta if info else {}
+        self.version = int(meta.get("version", 0))
+        self.iteration = int(meta.get("iteration", 0))
+        self.sizes = list(meta.get("sizes", [0] * self.n_partitions))
+        self.epoch = meta.get("epoch")
+
+    @property
+    def n_memories(self) -> int:
+        return int(sum(self.sizes))
+
+    @property
+    def commit_name(self) -> str | None:
+        return self._commit
+
+    # -- running graphs -------------------------------------------------------------------------
+    def _compute(self, *objs: Any) -> tuple[Any, ...]:
+        if self.client is not None:
+            return tuple(self.client.compute(list(objs), sync=True, optimize_graph=False))
+        return dask.compute(*objs, scheduler="threads", optimize_graph=False)
+
+    def _persist(self, objs: list[Any]) -> list[Any]:
+        if self.client is not None:
+            return list(self.client.persist(objs, optimize_graph=False))
+        return list(dask.persist(*objs, scheduler="threads", optimize_graph=False))
+
+    def _loads(self) -> list[Any]:
+        out = []
+        for p in range(self.n_partitions):
+            owner = self._owners.get(p)
+            ctx = dask.annotate(workers=[owner], allow_other_workers=True) if owner and owner != "local" \
+                else dask.annotate()
+            with ctx:
+                out.append(delayed(_load, pure=False)(self.replicas, self.token, self._commit, p, self.sizes[p],
+                                                      dask_key_name=f"mb-load-{self.token[:8]}-{self.version}-{p}"))
+        return out
+
+    def _ensure_live(self) -> list[Any]:
+        if self._live is None:
+            self._live = self._persist(self._loads())
+        return self._live
+
+    def _map_live(self, fn: Callable[..., Any], *args: Any) -> None:
+        live = self._ensure_live()
+        self._live = self._persist([delayed(fn, pure=False)(part, *args) for part in live])
+        self._dirty = True
+
+    # -- commits ----------------------------------------------------------------------------------
+    def _begin(self, name: str, meta: dict[str, Any]) -> Any:
+        pending = self.replicas.begin(name, meta)
+        for arr, dtype in ARRAYS.items():
+            pending.create_array(arr, (self.n_partitions * self.capacity,), dtype, chunks=(self.capacity,),
+                                 dims=("memory",), fill_value=FILL[arr])
+        return pending
+
+    def _finish(self, pending: Any, meta: dict[str, Any], results: Sequence[tuple[int, int, str]]) -> None:
+        sizes = [int(r[0]) for r in results]
+        meta = {**meta, "sizes": sizes, "n_memories": int(sum(sizes))}
+        pending.finish(meta)
+        self._owners = {p: r[2] for p, r in enumerate(results)}
+        self.replicas.prune(self.keep_commits)
+        self._refresh()
+
+    def _copy_payload(self, pending: Any) -> None:
+        if self.payload_dim and self._commit is not None:
+            self.replicas.copy_array(self._commit, pending, "payload")
+        elif self.payload_dim:
+            pending.create_array("payload", (self.n_partitions * self.capacity, self.payload_dim), np.float32,
+                                 chunks=(self.capacity, self.payload_dim), dims=("memory", "dim"))
+
+    def commit(self, name: str | None = None, **extra_meta: Any) -> str | None:
+        """Write the live partitions as a new commit (no-op when nothing changed); return its name."""
+        if not self._dirty or self._live is None:
+            return self._commit
+        version = self.version + 1
+        name = name or f"v{version}-iter{self.iteration}"
+        meta = {"version": version, "iteration": self.iteration, "epoch": self.epoch, **extra_meta}
+        pending = self._begin(name, meta)
+        try:
+            self._copy_payload(pending)
+            writes = [delayed(_write, pure=False)(part, self.replicas, self.token, name, pending.paths, self.capacity)
+                      for part in self._live]
+            results = self._compute(*writes)
+            self._finish(pending, meta, results)
+        except BaseException:
+            pending.abort()
+            raise
+        self._dirty = False
+        self._live = None  # re-read through each worker's cache: lineage stops at this commit
+        return self._commit
+
+    # -- ingest, get, delete ------------------------------------------------------------------------
+    def ingest(self, ids: Any, strengths: Any, payload: Any = None, *, step: int | None = None) -> int:
+        """Add or replace memories (last occurrence wins); numpy or dask arrays (any size).
+
+        Dask inputs are read one chunk at a time, so the input may be larger than
+        memory. Returns the number of memories in the bank afterwards.
+        """
+        if hasattr(ids, "numblocks"):
+            def _batches() -> Iterable[tuple[Any, Any, Any]]:
+                for i in range(ids.numblocks[0]):
+                    yield (ids.blocks[i].compute(), strengths.blocks[i].compute(),
+                           payload.blocks[i].compute() if payload is not None else None)
+
+            return self.ingest_batches(_batches(), step=step)
+        return self.ingest_batches([(ids, strengths, payload)], step=step)
+
+    def _check_batch(self, i: int, ids: Any, strengths: Any, payload: Any) -> tuple[np.ndarray, ...]:
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"ingest batch {i}: ids must be integers, not {ids.dtype}")
+        if ids.dtype.kind == "i" and len(ids) and ids.min() < 0:
+            raise ValueError(f"ingest batch {i}: ids must be non-negative")
+        ids = ids.astype(np.uint64)
+        s = np.asarray(strengths, dtype=np.float32)
+        if ids.ndim != 1 or s.shape != ids.shape:
+            raise ValueError(f"ingest batch {i}: ids {ids.shape} and strengths {s.shape} must be 1-D and equal")
+        if len(ids) and (ids == K.EMPTY_ID).any():
+            raise ValueError(f"ingest batch {i}: id {int(K.EMPTY_ID)} is reserved (it marks empty slots)")
+        if len(s) and not (np.isfinite(s).all() and s.min() >= 0 and s.max() <= 1):
+            raise ValueError(f"ingest batch {i}: strengths must be finite and in [0, 1]")
+        if self.payload_dim:
+            if payload is None:
+                raise ValueError(f"ingest batch {i}: this bank stores a payload of {self.payload_dim} floats")
+            payload = np.asarray(payload, dtype=np.float32)
+            if payload.shape != (len(ids), self.payload_dim):
+                raise ValueError(f"ingest batch {i}: payload has shape {payload.shape}, expected "
+                                 f"({len(ids)}, {self.payload_dim})")
+        elif payload is not None:
+            raise ValueError(f"ingest batch {i}: this bank was created without a payload (payload_dim=0)")
+        return ids, s, payload
+
+    def ingest_batches(self, batches: Iterable[tuple[Any, Any, Any]], *, step: int | None = None) -> int:
+        """Ingest ``(ids, strengths, payload)`` batches as one commit, with bounded memory.
+
+        Each batch is split by partition into spill files; then each partition
+        merges its spills into its memories in one task.
+        """
+        self.commit()
+        step = self.iteration if step is None else step
+        staging = tempfile.mkdtemp(prefix="neurochunk-ingest-", dir=self.staging_dir)
+        try:
+            frags: dict[int, list[str]] = {}
+            n_in = 0
+            for i, (ids, s, pay) in enumerate(batches):
+                ids, s, pay = self._check_batch(i, ids, s, pay)
+                order, starts = K.group_by_partition(ids, self.n_partitions)
+                for p in range(self.n_partitions):
+                    sel = order[starts[p] : starts[p + 1]]
+                    if len(sel) == 0:
+                        continue
+                    path = os.path.join(staging, f"p{p:06d}-b{i:08d}.npz")
+                    extra = {"payload": pay[sel]} if self.payload_dim else {}
+                    np.savez(path, id=ids[sel], strength=s[sel], **extra)
+                    frags.setdefault(p, []).append(path)
+                n_in += len(ids)
+            version = self.version + 1
+            name = f"v{version}-ingest"
+            meta = {"version": version, "iteration": self.iteration, "epoch": self.epoch, "ingested": n_in}
+            pending = self._begin(name, meta)
+            if self.payload_dim:
+                pending.create_array("payload", (self.n_partitions * self.capacity, self.payload_dim), np.float32,
+                                     chunks=(self.capacity, self.payload_dim), dims=("memory", "dim"))
+            try:
+                tasks = [delayed(_ingest_partition, pure=False)(
+                    self.replicas, self.token, self._commit, self.sizes[p], p, frags.get(p, []), step,
+                    self.payload_dim, name, pending.paths, self.capacity) for p in range(self.n_partitions)]
+                results = self._compute(*tasks)
+                self._finish(pending, meta, results)
+            except BaseException:
+                pending.abort()
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._live = None
+        return self.n_memories
+
+    def delete(self, ids: Any) -> int:
+        """Delete memories by id (absent ids are ignored); return how many were deleted."""
+        self.commit()
+        ids = np.unique(np.asarray(ids).astype(np.uint64))
+        order, starts = K.group_by_partition(ids, self.n_partitions)
+        before = self.n_memories
+        version = self.version + 1
+        name = f"v{version}-delete"
+        meta = {"version": version, "iteration": self.iteration, "epoch": self.epoch}
+        pending = self._begin(name, meta)
+        try:
+            if self.payload_dim:
+                pending.create_array("payload", (self.n_partitions * self.capacity, self.payload_dim), np.float32,
+                                     chunks=(self.capacity, self.payload_dim), dims=("memory", "dim"))
+            tasks = [delayed(_delete_partition, pure=False)(
+                self.replicas, self.token, self._commit, self.sizes[p], p, ids[order[starts[p]:starts[p + 1]]],
+                self.payload_dim, name, pending.paths, self.capacity) for p in range(self.n_partitions)]
+            results = self._compute(*tasks)
+            self._finish(pending, meta, results)
+        except BaseException:
+            pending.abort()
+            raise
+        self._live = None
+        return before - self.n_memories
+
+    def get(self, ids: Any) -> dict[str, np.ndarray]:
+        """Look memories up by id.
+
+        Returns ``found`` (bool) and ``strength`` (NaN where absent), ``count``,
+        ``last_step`` and, if stored, ``payload``, in the order of ``ids``. Reads
+        only the partitions the ids hash to (live state if uncommitted changes exist).
+        """
+        ids = np.asarray(ids).astype(np.uint64)
+        n = len(ids)
+        out = {"found": np.zeros(n, bool), "strength": np.full(n, np.nan, np.float32),
+               "count": np.zeros(n, np.uint32), "last_step": np.zeros(n, np.int64)}
+        if self.payload_dim:
+            out["payload"] = np.full((n, self.payload_dim), np.nan, np.float32)
+        order, starts = K.group_by_partition(ids, self.n_partitions)
+        parts = [p for p in range(self.n_partitions) if starts[p + 1] > starts[p]]
+        if self._dirty and self._live is not None:
+            found = self._compute(*[self._live[p] for p in parts])
+        else:
+            found = [_load(self.replicas, self.token, self._commit, p, self.sizes[p]) for p in parts]
+        for p, part in zip(parts, found, strict=True):
+            sel = order[starts[p] : starts[p + 1]]
+            q = ids[sel]
+            srt = np.argsort(q, kind="stable")
+            pos = np.full(len(q), -1, np.int64)
+            pos[srt] = K.lookup_sorted(part.id, q[srt])
+            hit = pos >= 0
+            idx = sel[hit]
+            out["found"][idx] = True
+            for name in ("strength", "count", "last_step"):
+                out[name][idx] = getattr(part, name)[pos[hit]]
+            if self.payload_dim and hit.any():
+                out["payload"][idx] = _load_payload(self.replicas, self._commit, p, self.sizes[p],
+                                                    self.payload_dim)[pos[hit]]
+        return out
+
+    # -- one iteration, operation by operation ----------------------------------------------------
+    def apply_decay(self, rate: float) -> None:
+        """``s <- clip(s * float32(1 - rate), 0, 1)`` for every memory (lazy, persisted on the workers)."""
+        self._map_live(_decay, float(rate))
+
+    def apply_reinforcement(self, ids: Any, deltas: Any, step: int | None = None) -> None:
+        """Add ``deltas`` to the memories ``ids`` (routed to their partitions), clip to [0, 1],
+        count the reinforcements and stamp ``last_step`` (default: the current iteration)."""
+        ids = np.asarray(ids).astype(np.uint64)
+        deltas = np.asarray(deltas, dtype=np.float32)
+        if ids.shape != deltas.shape:
+            raise ValueError(f"reinforcement ids {ids.shape} and deltas {deltas.shape} differ in shape")
+        step = self.iteration if step is None else step
+        order, starts = K.group_by_partition(ids, self.n_partitions)
+        live = self._ensure_live()
+        new = []
+        for p, part in enumerate(live):
+            sel = order[starts[p] : starts[p + 1]]
+            new.append(delayed(_reinforce, pure=False, nout=2)(part, ids[sel], deltas[sel], step)[0])
+        self._live = self._persist(new)
+        self._dirty = True
+
+    def compute_quality(self, bins: int = 64) -> Quality:
+        """Sum, mean, max and a ``bins``-bin histogram over [0, 1] of strength (tree-reduced)."""
+        live = self._ensure_live()
+        q = self._compute(_tree([delayed(_quality, pure=True)(p, bins) for p in live], _combine_quality))[0]
+        n = q["n"]
+        return Quality(n, float(q["sum"]), float(q["sum"] / n) if n else 0.0, float(q["max"]), q["hist"])
+
+    def rank_by_quality(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The global top-``k`` ``(ids, strengths)``, strongest first, ties by ascending id.
+
+        Each partition ranks its own memories; a tree of merges keeps ``k`` per node.
+        """
+        live = self._ensure_live()
+        s, i = self._compute(_tree([delayed(_rank, pure=True)(p, k) for p in live], _combine_rank, k))[0]
+        return i.astype(np.uint64), s.astype(np.float32)
+
+    def iterate(self, rate: float, ids: Any, deltas: Any) -> None:
+        """One iteration: decay, then reinforcement stamped with the current iteration; advances it."""
+        self.apply_decay(rate)
+        self.apply_reinforcement(ids, deltas, self.iteration)
+        self.iteration += 1
+
+    # -- epochs -------------------------------------------------------------------------------------
+    def run_epoch(self, n_iterations: int, source: Source, *, decay_rate: float, commit_every: int = 0,
+                  k: int = 100, bins: int = 64, resident: bool = True, progress: bool = False) -> EpochReport:
+        """Run ``n_iterations`` fused iterations from the current one; commit every ``commit_every`` and at the end.
+
+        ``source(t)`` returns the ``(ids, deltas)`` of iteration ``t``; it must be
+        deterministic in ``t`` (a recomputed partition calls it again). ``resident=False``
+        streams partitions through memory (load, iterate, write, release) for banks
+        larger than the cluster's memory.
+        """
+        if not 0.0 <= decay_rate <= 1.0:
+            raise ValueError(f"decay_rate must be in [0, 1], got {decay_rate}")
+        self.commit()
+        self.epoch = {"start": self.iteration, "target": self.iteration + n_iterations, "decay_rate": decay_rate,
+                      "commit_every": commit_every, "k": k, "bins": bins, "resident": resident}
+        return self._epoch(source, progress)
+
+    def resume_epoch(self, source: Source, progress: bool = False) -> EpochReport | None:
+        """Finish the epoch the latest commit is part of (after a crash); ``None`` if it was finished."""
+        self._refresh()
+        if not self.epoch or self.iteration >= self.epoch["target"]:
+            return None
+        return self._epoch(source, progress)
+
+    def _epoch(self, source: Source, progress: bool) -> EpochReport:
+        ep = self.epoch
+        assert ep is not None
+        k, bins, rate = int(ep["k"]), int(ep["bins"]), float(ep["decay_rate"])
+        first, target = self.iteration, int(ep["target"])
+        every = int(ep["commit_every"]) or max(target - first, 1)
+        t_start = time.perf_counter()
+        blocks: list[dict[str, Any]] = []
+        report = EpochReport(first, target - first, *(np.zeros(0),) * 4, np.zeros((0, k), np.uint64),
+                             np.zeros((0, k)))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target - first, unit="it", disable=not progress, leave=False)
+        while self.iteration < target:
+            # blocks end on multiples of commit_every, so a resumed epoch commits where the first run would have
+            n = min(every - (self.iteration - int(ep["start"])) % every, target - self.iteration)
+            t0 = self.iteration
+            loads = self._loads()
+            outs = [delayed(_block, pure=False, nout=2)(ld, t0, n, rate, source, k, bins, self.n_partitions)
+                    for ld in loads]
+            stats = _tree([o[1] for o in outs], _combine_block, k)
+            version = self.version + 1
+            name = f"v{version}-iter{t0 + n}"
+            meta = {"version": version, "iteration": t0 + n, "epoch": ep}
+            pending = self._begin(name, meta)
+            try:
+                self._copy_payload(pending)
+                writes = [delayed(_write, pure=False)(o[0], self.replicas, self.token, name, pending.paths,
+                                                      self.capacity, None, bool(ep.get("resident", True)))
+                          for o in outs]
+                self.last_graph_size = _graph_size([stats, *writes])
+                report.graph_sizes.append(self.last_graph_size)
+                st, *results = self._compute(stats, *writes)
+                self._finish(pending, meta, results)
+            except BaseException:
+                pending.abort()
+                raise
+            blocks.append(st)
+            report.commits.append(name)
+            bar.update(n)
+        bar.close()
+        self._live, self._dirty = None, False
+        n_live = np.array([b["n"] for b in blocks for _ in range(len(b["sums"]))], dtype=np.float64)
+        report.sums = np.concatenate([b["sums"] for b in blocks])
+        report.means = np.divide(report.sums, n_live, out=np.zeros_like(report.sums), where=n_live > 0)
+        report.maxima = np.concatenate([b["maxima"] for b in blocks])
+        report.histogram = blocks[-1]["hist"]
+        report.top_ids = np.concatenate([b["top_i"] for b in blocks])
+        report.top_strengths = np.concatenate([b["top_s"] for b in blocks])
+        report.seconds = time.perf_counter() - t_start
+        return report
+
+    def io_stats(self) -> dict[str, int]:
+        """Partition reads, cache hits and bytes read/written, summed over this process and the workers."""
+        total = io_counters()
+        if self.client is not None:
+            for c in self.client.run(io_counters).values():
+                for key, v in c.items():
+                    total[key] += v
+        return total
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        """Every memory of the latest commit, sorted by id (small banks: tests and plots)."""
+        parts = [_load(self.replicas, self.token, self._commit, p, self.sizes[p]) for p in range(self.n_partitions)]
+        out = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS}
+        order = np.argsort(out["id"])
+        return {name: v[order] for name, v in out.items()}
+
+    def __repr__(self) -> str:
+        return (f"<MemoryBank {self.n_memories} memories in {self.n_partitions} partitions x {self.capacity} at "
+                f"{self.replicas.primary.url} (+{len(self.replicas.replicas) - 1} replicas), "
+                f"iteration {self.iteration}, commit {self._commit!r}>")

@@ -13,7 +13,8 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas"]
+__all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas",
+           "downsample_mean", "downsample_mode", "label_stats_chunk", "combine_label_stats"]
 
 CONNECTIVITIES = (6, 18, 26)
 
@@ -331,3 +332,140 @@ def _array_module(x: Any) -> Any:
 
         return cupy
     return np
+
+
+def downsample_mean(block: Any, factors: tuple[int, int, int] = (2, 2, 2)) -> Any:
+    """Mean over ``factors`` boxes; a partial box at the block's end averages the voxels it has.
+
+    Integer images are rounded back to their dtype. The array module follows the input.
+    """
+    xp = _array_module(block)
+    shape = tuple(-(-s // f) for s, f in zip(block.shape, factors, strict=True))
+    acc = xp.zeros(shape, dtype=xp.float64)
+    cnt = xp.zeros(shape, dtype=xp.float64)
+    for dz in range(factors[0]):
+        for dy in range(factors[1]):
+            for dx in range(factors[2]):
+                part = block[dz::factors[0], dy::factors[1], dx::factors[2]]
+                sl = tuple(slice(0, s) for s in part.shape)
+                acc[sl] += part
+                cnt[sl] += 1
+    mean = acc / cnt
+    if np.dtype(block.dtype).kind in "iub":
+        return xp.rint(mean).astype(block.dtype)
+    return mean.astype(block.dtype)
+
+
+@numba.njit(nogil=True, cache=True)
+def _mode(block: np.ndarray, fz: int, fy: int, fx: int, out: np.ndarray) -> None:
+    nz, ny, nx = block.shape
+    vals = np.empty(fz * fy * fx, dtype=block.dtype)
+    for z in range(out.shape[0]):
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                m = 0
+                for a in range(z * fz, min(z * fz + fz, nz)):
+                    for b in range(y * fy, min(y * fy + fy, ny)):
+                        for c in range(x * fx, min(x * fx + fx, nx)):
+                            vals[m] = block[a, b, c]
+                            m += 1
+                best, best_n = vals[0], 0
+                for i in range(m):
+                    k = 0
+                    for j in range(m):
+                        if vals[j] == vals[i]:
+                            k += 1
+                    if k > best_n or (k == best_n and vals[i] < best):
+                        best, best_n = vals[i], k
+                out[z, y, x] = best
+
+
+def downsample_mode(block: np.ndarray, factors: tuple[int, int, int] = (2, 2, 2)) -> np.ndarray:
+    """Most frequent label in each ``factors`` box (ties: the smallest label), for label pyramids."""
+    block = np.ascontiguousarray(block)
+    out = np.empty(tuple(-(-s // f) for s, f in zip(block.shape, factors, strict=True)), dtype=block.dtype)
+    _mode(block, factors[0], factors[1], factors[2], out)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _stats(labels: np.ndarray, image: np.ndarray, use_image: bool, z0: int, y0: int, x0: int) -> tuple:
+    index = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    cap = 64
+    ids = np.empty(cap, dtype=np.int64)
+    acc = np.zeros((cap, 5), dtype=np.float64)  # count, sum z, sum y, sum x, sum intensity
+    box = np.empty((cap, 6), dtype=np.int64)
+    n = 0
+    last, li = -1, -1
+    for z in range(labels.shape[0]):
+        for y in range(labels.shape[1]):
+            for x in range(labels.shape[2]):
+                lab = np.int64(labels[z, y, x])
+                if lab == 0:
+                    continue
+                if lab != last:
+                    if lab in index:
+                        li = index[lab]
+                    else:
+                        if n == cap:
+                            ids = np.concatenate((ids, np.empty(cap, dtype=np.int64)))
+                            acc = np.concatenate((acc, np.zeros((cap, 5), dtype=np.float64)))
+                            box = np.concatenate((box, np.empty((cap, 6), dtype=np.int64)))
+                            cap *= 2
+                        li = n
+                        index[lab] = li
+                        ids[li] = lab
+                        box[li, 0], box[li, 1], box[li, 2] = z + z0, y + y0, x + x0
+                        box[li, 3], box[li, 4], box[li, 5] = z + z0, y + y0, x + x0
+                        n += 1
+                    last = lab
+                gz, gy, gx = z + z0, y + y0, x + x0
+                acc[li, 0] += 1
+                acc[li, 1] += gz
+                acc[li, 2] += gy
+                acc[li, 3] += gx
+                if use_image:
+                    acc[li, 4] += image[z, y, x]
+                box[li, 0] = min(box[li, 0], gz)
+                box[li, 1] = min(box[li, 1], gy)
+                box[li, 2] = min(box[li, 2], gx)
+                box[li, 3] = max(box[li, 3], gz)
+                box[li, 4] = max(box[li, 4], gy)
+                box[li, 5] = max(box[li, 5], gx)
+    return ids[:n], acc[:n], box[:n]
+
+
+def label_stats_chunk(labels: np.ndarray, image: np.ndarray | None = None,
+                      offset: tuple[int, int, int] = (0, 0, 0)) -> dict[str, np.ndarray]:
+    """Sufficient statistics of every label in one block, in global coordinates.
+
+    Returns ``label``, ``count``, ``sum_zyx`` (n, 3), ``sum_intensity``,
+    ``bbox_min`` and ``bbox_max`` (n, 3, inclusive); blocks combine with
+    :func:`combine_label_stats`.
+    """
+    use = image is not None
+    img = np.ascontiguousarray(image) if use else np.zeros((1, 1, 1), dtype=np.float64)
+    if use and img.shape != labels.shape:
+        raise ValueError(f"image block {img.shape} does not match label block {labels.shape}")
+    ids, acc, box = _stats(np.ascontiguousarray(labels), img, use, *map(int, offset))
+    return {"label": ids, "count": acc[:, 0].astype(np.int64), "sum_zyx": acc[:, 1:4],
+            "sum_intensity": acc[:, 4], "bbox_min": box[:, :3], "bbox_max": box[:, 3:]}
+
+
+def combine_label_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Merge per-block statistics into one row per label (sorted by label)."""
+    parts = [p for p in parts if len(p["label"])]
+    if not parts:
+        return label_stats_chunk(np.zeros((1, 1, 1), np.uint8))
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    labels, inv = np.unique(cat["label"], return_inverse=True)
+    n = len(labels)
+    out = {"label": labels, "count": np.bincount(inv, cat["count"], n).astype(np.int64),
+           "sum_zyx": np.stack([np.bincount(inv, cat["sum_zyx"][:, i], n) for i in range(3)], axis=1),
+           "sum_intensity": np.bincount(inv, cat["sum_intensity"], n)}
+    lo = np.full((n, 3), np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full((n, 3), -1, dtype=np.int64)
+    np.minimum.at(lo, inv, cat["bbox_min"])
+    np.maximum.at(hi, inv, cat["bbox_max"])
+    out["bbox_min"], out["bbox_max"] = lo, hi
+    return out

@@ -146,7 +146,8 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     done = written_chunks(dst) if resume else set()
     todo = [box for idx, box in block_grid(arr.shape, block).items() if idx not in done]
     task = dask.delayed(_halo_task, pure=False)
-    tasks = [task(arr, dst, box, kernel, halo_t, mode, cval, dict(kwargs or {})) for box in todo]
+    kw = dask.delayed(dict(kwargs or {}), pure=True)  # one copy of large parameters (lookup tables) per graph
+    tasks = [task(arr, dst, box, kernel, halo_t, mode, cval, kw) for box in todo]
     run_tasks(tasks, client, desc or f"blockwise {getattr(kernel, '__name__', '')}", progress)
     ds.update_attrs(complete=True)
     return ds

@@ -14,7 +14,8 @@ import numba
 import numpy as np
 
 __all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas",
-           "downsample_mean", "downsample_mode", "label_stats_chunk", "combine_label_stats"]
+           "downsample_mean", "downsample_mode", "label_stats_chunk", "combine_label_stats", "gaussian",
+           "gaussian_radius", "threshold", "distance_transform", "watershed"]
 
 CONNECTIVITIES = (6, 18, 26)
 
@@ -469,3 +470,57 @@ def combine_label_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndar
     np.maximum.at(hi, inv, cat["bbox_max"])
     out["bbox_min"], out["bbox_max"] = lo, hi
     return out
+
+
+def _ndimage(xp: Any) -> Any:
+    if xp is np:
+        from scipy import ndimage
+
+        return ndimage
+    from cupyx.scipy import ndimage
+
+    return ndimage
+
+
+def gaussian_radius(sigma: float | tuple[float, ...], truncate: float = 4.0) -> tuple[int, int, int]:
+    """The halo a Gaussian needs for exact results: scipy's kernel radius ``int(truncate * sigma + 0.5)``."""
+    sig = (sigma,) * 3 if np.isscalar(sigma) else tuple(sigma)
+    return tuple(int(truncate * float(s) + 0.5) for s in sig)  # type: ignore[return-value]
+
+
+def gaussian(block: Any, sigma: float | tuple[float, ...] = 1.0, truncate: float = 4.0) -> Any:
+    """Gaussian smoothing in float32 (scipy or cupyx, following the input)."""
+    xp = _array_module(block)
+    return _ndimage(xp).gaussian_filter(block.astype(xp.float32), sigma, truncate=truncate, mode="reflect")
+
+
+def threshold(block: Any, level: float, above: bool = True) -> Any:
+    """``uint8`` mask of voxels above (or at most) ``level``."""
+    mask = block > level if above else block <= level
+    return mask.astype(np.uint8)
+
+
+def distance_transform(block: Any, max_distance: float, sampling: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Any:
+    """Euclidean distance of each nonzero voxel to the nearest zero voxel, capped at ``max_distance``.
+
+    With a halo of ``ceil(max_distance / min(sampling))`` voxels the capped
+    distance equals the whole-volume transform's (capped the same way).
+    """
+    xp = _array_module(block)
+    fg = block != 0
+    if bool(fg.all()):
+        return xp.full(block.shape, max_distance, dtype=xp.float32)
+    d = _ndimage(xp).distance_transform_edt(fg, sampling=sampling)
+    return xp.minimum(d, max_distance).astype(xp.float32)
+
+
+def watershed(boundary: Any, markers: Any, mask_level: float | None = None) -> Any:
+    """Seeded watershed of a boundary (or inverted affinity) map from ``markers`` (skimage; CPU only).
+
+    Voxels with ``boundary >= mask_level`` stay background when ``mask_level`` is given.
+    """
+    from skimage.segmentation import watershed as sk_watershed
+
+    boundary = np.asarray(boundary)
+    mask = None if mask_level is None else boundary < mask_level
+    return sk_watershed(boundary, np.asarray(markers), mask=mask)

@@ -95,9 +95,12 @@ def run_tasks(tasks: Sequence[Any], client: Any = None, desc: str = "", progress
 
 
 def _halo_task(src: Any, dst: Any, box: Box, kernel: Callable[..., Any], halo: Sequence[int], mode: str,
-               cval: Any, kwargs: dict[str, Any]) -> int:
-    block = read_box(src, box, halo, mode, cval)
-    result = kernel(block, **kwargs)
+               cval: Any, kwargs: dict[str, Any], extra: Sequence[Any] = ()) -> int:
+    blocks = [read_box(a, box, halo, mode, cval) for a in (src, *extra)]
+    if kwargs.get("xp") is not None:
+        blocks = [kwargs["xp"].asarray(b) for b in blocks]
+        kwargs = {k: v for k, v in kwargs.items() if k != "xp"}
+    result = kernel(*blocks, **kwargs)
     if hasattr(result, "get") and not isinstance(result, np.ndarray):
         result = result.get()  # a cupy kernel: bring the chunk home before writing
     inner = tuple(slice(h, h + (s.stop - s.start)) for h, s in zip(halo, box, strict=True))
@@ -109,7 +112,7 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
               dtype: Any = None, chunks: Sequence[int] | None = None, labels: bool = False, mode: str = "nearest",
               cval: Any = 0, kwargs: dict[str, Any] | None = None, client: Any = None, level: int | str = 0,
               resume: bool = False, progress: bool = True, voxel_size: Sequence[float] | None = None,
-              shards: Sequence[int] | None = None, desc: str | None = None) -> Dataset:
+              shards: Sequence[int] | None = None, desc: str | None = None, extra: Sequence[Any] = ()) -> Dataset:
     """Apply ``kernel(block, **kwargs)`` with a halo to every chunk of ``src``; write a new volume at ``out``.
 
     Parameters
@@ -127,6 +130,10 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
         How the halo is filled outside the volume (``"nearest"``, ``"reflect"``, ``"constant"``).
     resume
         Keep an existing output at ``out`` and compute only the chunks it lacks.
+    extra
+        More volumes or arrays of the same shape; the same grown box of each is
+        passed to ``kernel`` after the first (``kernel(block, *extra_blocks, **kwargs)``).
+        ``kwargs["xp"] = cupy`` moves the blocks to the GPU first.
 
     Returns
     -------
@@ -147,7 +154,11 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     todo = [box for idx, box in block_grid(arr.shape, block).items() if idx not in done]
     task = dask.delayed(_halo_task, pure=False)
     kw = dask.delayed(dict(kwargs or {}), pure=True)  # one copy of large parameters (lookup tables) per graph
-    tasks = [task(arr, dst, box, kernel, halo_t, mode, cval, kw) for box in todo]
+    others = [source_array(e, level) for e in extra]
+    for e in others:
+        if tuple(e.shape) != tuple(arr.shape):
+            raise ValueError(f"blockwise: an extra input has shape {tuple(e.shape)}, the source {tuple(arr.shape)}")
+    tasks = [task(arr, dst, box, kernel, halo_t, mode, cval, kw, others) for box in todo]
     run_tasks(tasks, client, desc or f"blockwise {getattr(kernel, '__name__', '')}", progress)
     ds.update_attrs(complete=True)
     return ds

@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas",
            "downsample_mean", "downsample_mode", "label_stats_chunk", "combine_label_stats", "gaussian",
-           "gaussian_radius", "threshold", "distance_transform", "watershed"]
+           "gaussian_radius", "threshold", "distance_transform", "watershed", "synthetic_segmentation"]
 
 CONNECTIVITIES = (6, 18, 26)
 
@@ -524,3 +524,109 @@ def watershed(boundary: Any, markers: Any, mask_level: float | None = None) -> A
     boundary = np.asarray(boundary)
     mask = None if mask_level is None else boundary < mask_level
     return sk_watershed(boundary, np.asarray(markers), mask=mask)
+
+
+@numba.njit(nogil=True, cache=True)
+def _hash(seed: np.uint64, a: np.int64, b: np.int64, c: np.int64) -> np.uint64:
+    # splitmix64 over (seed, a, b, c): a counter-based draw, identical for every chunking
+    h = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+    for v in (a, b, c):
+        h ^= np.uint64(v + 0x632BE59BD9B4E019)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+@numba.njit(nogil=True, cache=True)
+def _synthetic(out: np.ndarray, z0: int, y0: int, x0: int, seed: np.uint64, cell: int, stretch: int,
+               membrane: float, axon_every: int, axon_radius: float) -> None:
+    nz, ny, nx = out.shape
+    cz, cy, cx = cell * stretch, cell, cell
+    unit = np.float64(1 << 24)
+    # seeds of every cell the block can see, drawn once per block
+    iz0, iy0, ix0 = z0 // cz - 1, y0 // cy - 1, x0 // cx - 1
+    mz, my, mx = (z0 + nz - 1) // cz + 2 - iz0, (y0 + ny - 1) // cy + 2 - iy0, (x0 + nx - 1) // cx + 2 - ix0
+    pos = np.empty((mz, my, mx, 3), dtype=np.float64)
+    val = np.empty((mz, my, mx), dtype=np.uint8)
+    for i in range(mz):
+        for j in range(my):
+            for k in range(mx):
+                h = _hash(seed, i + iz0, j + iy0, k + ix0)
+                pos[i, j, k, 0] = ((i + iz0) * cz + cz * (np.float64(h & np.uint64(0xFFFFFF)) / unit)) / stretch
+                pos[i, j, k, 1] = (j + iy0) * cy + cy * (np.float64((h >> np.uint64(24)) & np.uint64(0xFFFFFF)) / unit)
+                pos[i, j, k, 2] = (k + ix0) * cx + cx * (np.float64((h >> np.uint64(48)) & np.uint64(0xFFFF)) / 65536.0)
+                val[i, j, k] = 1 + (h >> np.uint64(8)) % np.uint64(255)
+    # axons: wavy tubes along z, one per column of ``4 * cell`` in y and x where the hash says so
+    ac = cell * 4
+    ja, ka = y0 // ac - 1, x0 // ac - 1
+    na, ma = (y0 + ny - 1) // ac + 2 - ja, (x0 + nx - 1) // ac + 2 - ka
+    ax_on = np.zeros((na, ma), dtype=np.bool_)
+    ax_ph = np.zeros((na, ma), dtype=np.float64)
+    ax_val = np.zeros((na, ma), dtype=np.uint8)
+    for j in range(na):
+        for k in range(ma):
+            h = _hash(seed, -1, j + ja, k + ka)
+            ax_on[j, k] = h % np.uint64(axon_every) == 0
+            ax_ph[j, k] = np.float64(h >> np.uint64(40)) / unit * 6.283
+            ax_val[j, k] = 1 + (h >> np.uint64(8)) % np.uint64(255)
+    cy_ = np.empty((na, ma), dtype=np.float64)
+    cx_ = np.empty((na, ma), dtype=np.float64)
+    r2 = axon_radius * axon_radius
+    for z in range(nz):
+        gz = z + z0
+        for j in range(na):
+            for k in range(ma):
+                cy_[j, k] = (j + ja) * ac + ac / 2 + 0.8 * cell * np.sin(gz / (3.0 * cell) + ax_ph[j, k])
+                cx_[j, k] = (k + ka) * ac + ac / 2 + 0.8 * cell * np.cos(gz / (4.0 * cell) + ax_ph[j, k])
+        fz = gz / stretch
+        iz = gz // cz - iz0
+        for y in range(ny):
+            gy = y + y0
+            iy = gy // cy - iy0
+            jy = gy // ac - ja
+            for x in range(nx):
+                gx = x + x0
+                kx = gx // ac - ka
+                hit = np.uint8(0)
+                for j in range(jy - 1, jy + 2):
+                    for k in range(kx - 1, kx + 2):
+                        if ax_on[j, k] and (gy - cy_[j, k]) ** 2 + (gx - cx_[j, k]) ** 2 <= r2:
+                            hit = ax_val[j, k]
+                if hit != 0:
+                    out[z, y, x] = hit
+                    continue
+                ix = gx // cx - ix0
+                d1, d2 = 1e30, 1e30
+                best = np.uint8(0)
+                # the 2x2x2 cells nearest the voxel: an approximate, but chunking-independent, tessellation
+                sz_ = iz - 1 if 2 * (gz % cz) < cz else iz
+                sy_ = iy - 1 if 2 * (gy % cy) < cy else iy
+                sx_ = ix - 1 if 2 * (gx % cx) < cx else ix
+                for i in range(sz_, sz_ + 2):
+                    for j in range(sy_, sy_ + 2):
+                        for k in range(sx_, sx_ + 2):
+                            d = (fz - pos[i, j, k, 0]) ** 2 + (gy - pos[i, j, k, 1]) ** 2 + (gx - pos[i, j, k, 2]) ** 2
+                            if d < d1:
+                                d2 = d1
+                                d1 = d
+                                best = val[i, j, k]
+                            elif d < d2:
+                                d2 = d
+                out[z, y, x] = 0 if np.sqrt(d2) - np.sqrt(d1) < membrane else best
+
+
+def synthetic_segmentation(shape: tuple[int, int, int], offset: tuple[int, int, int] = (0, 0, 0), seed: int = 0,
+                           cell: int = 24, stretch: int = 4, membrane: float = 1.0, axon_every: int = 3,
+                           axon_radius: float = 4.0) -> np.ndarray:
+    """A block of a procedural connectomics-like ``uint8`` segmentation at ``offset`` of an endless volume.
+
+    Neurite fragments are Voronoi cells (about ``cell`` voxels across, ``stretch`` times longer in z)
+    separated by membranes (value 0); wavy axons run through the whole z extent. Values are
+    1..255, so neighbouring objects sometimes share one and merge, as in uint8 label data. Every
+    block is a pure function of its global coordinates: any chunking of one volume agrees.
+    """
+    out = np.empty(shape, dtype=np.uint8)
+    _synthetic(out, *map(int, offset), np.uint64(seed), int(cell), int(stretch), float(membrane), int(axon_every),
+               float(axon_radius))
+    return out

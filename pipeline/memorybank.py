@@ -69,6 +69,7 @@ class Partition:
     count: np.ndarray
     last_step: np.ndarray
     ranker: K.MaintainedTopK | None = None
+    bytes_read: int = 0  # bytes this copy was read from the store with (0: from a worker's memory)
 
     def copy(self) -> Partition:
         return Partition(self.index, self.id, self.strength.copy(), self.count.copy(), self.last_step.copy(),
@@ -104,6 +105,9 @@ class EpochReport:
     commits: list[str] = field(default_factory=list)
     graph_sizes: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    partitions_read: int = 0  # partitions read from the store (not found in a worker's memory)
+    bytes_read: int = 0
+    topk_rebuilds: int = 0  # partition top-k lists recomputed in full rather than maintained
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def _load(replicas: ReplicaSet, token: str, commit: str | None, p: int, size: in
         _IO["bytes_read"] += sum(a.nbytes for a in arrays.values())
         _IO["partitions_read"] += 1
     return Partition(p, arrays["id"], arrays["strength"], arrays["count"].astype(np.uint32),
-                     arrays["last_step"].astype(np.int64))
+                     arrays["last_step"].astype(np.int64), bytes_read=sum(a.nbytes for a in arrays.values()))
 
 
 def _load_payload(replicas: ReplicaSet, commit: str | None, p: int, size: int, dim: int) -> np.ndarray:
@@ -272,7 +276,7 @@ def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int
             top_s[i, : len(pos)] = out.strength[pos]
             top_i[i, : len(pos)] = out.id[pos]
     return out, {"n": len(out), "sums": sums, "maxima": maxima, "hist": hist, "top_s": top_s, "top_i": top_i,
-                 "rebuilds": ranker.rebuilds}
+                 "rebuilds": ranker.rebuilds, "reads": int(part.bytes_read > 0), "bytes_read": part.bytes_read}
 
 
 def _combine_block(a: dict[str, Any], b: dict[str, Any], k: int) -> dict[str, Any]:
@@ -281,7 +285,8 @@ def _combine_block(a: dict[str, Any], b: dict[str, Any], k: int) -> dict[str, An
     for i in range(len(top_s)):
         top_s[i], top_i[i] = K.merge_top_k(a["top_s"][i], a["top_i"][i], b["top_s"][i], b["top_i"][i], k)
     return {"n": a["n"] + b["n"], "sums": a["sums"] + b["sums"], "maxima": np.maximum(a["maxima"], b["maxima"]),
-            "hist": a["hist"] + b["hist"], "top_s": top_s, "top_i": top_i, "rebuilds": a["rebuilds"] + b["rebuilds"]}
+            "hist": a["hist"] + b["hist"], "top_s": top_s, "top_i": top_i,
+            **{key: a[key] + b[key] for key in ("rebuilds", "reads", "bytes_read")}}
 
 
 def _tree(items: list[Any], combine: Callable[..., Any], *args: Any) -> Any:
@@ -760,6 +765,9 @@ class MemoryBank:
         report.top_ids = np.concatenate([b["top_i"] for b in blocks])
         report.top_strengths = np.concatenate([b["top_s"] for b in blocks])
         report.seconds = time.perf_counter() - t_start
+        report.partitions_read = int(sum(b["reads"] for b in blocks))
+        report.bytes_read = int(sum(b["bytes_read"] for b in blocks))
+        report.topk_rebuilds = int(sum(b["rebuilds"] for b in blocks))
         return report
 
     def io_stats(self) -> dict[str, int]:

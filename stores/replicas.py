@@ -57,6 +57,7 @@ class ReplicaSet:
         self.replicas, self.kind = tuple(replicas), kind
         self._datasets: list[Dataset] | None = None
         self._named_cache: dict[str, list[CommitInfo | None]] = {}
+        self.unavailable: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -76,10 +77,18 @@ class ReplicaSet:
 
     @property
     def datasets(self) -> list[Dataset]:
+        """The replicas that could be opened, in order (a lost replica is left out)."""
         with self._lock:
             if self._datasets is None:
-                self._datasets = [Dataset.open(r.url, kind=self.kind, mode="r+", **r.kwargs())
-                                  for r in self.replicas]
+                opened, self.unavailable = [], {}
+                for r in self.replicas:
+                    try:
+                        opened.append(Dataset.open(r.url, kind=self.kind, mode="r+", **r.kwargs()))
+                    except (OSError, ValueError, KeyError) as exc:  # gone, unreachable or not a dataset any more
+                        self.unavailable[r.url] = f"{type(exc).__name__}: {exc}"
+                if not opened:
+                    raise ReplicaLostError(f"no replica of this {self.kind} could be opened: {self.unavailable}")
+                self._datasets = opened
             return self._datasets
 
     def reopen(self) -> None:

@@ -74,10 +74,12 @@ def _omp_batch(corr: np.ndarray, gram: np.ndarray, s: int, tol: float, idx: np.n
                     acc -= L[c, r] * g[c]
                 g[r] = acc / L[r, r]
             for a in range(k):
-                acc = corr[i, a]
-                for r in range(nsel):
-                    acc -= gram[a, idx[i, r]] * g[r]
-                alpha[a] = acc
+                alpha[a] = corr[i, a]
+            for r in range(nsel):  # gram is symmetric: walk its rows, which are contiguous
+                row = idx[i, r]
+                gr = g[r]
+                for a in range(k):
+                    alpha[a] -= gram[row, a] * gr
         for r in range(nsel):
             val[i, r] = g[r]
         for r in range(nsel, s):
@@ -108,7 +110,7 @@ def sparse_code(x: Any, dictionary: Any, s: int) -> tuple[Any, Any]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _stats(x: np.ndarray, idx: np.ndarray, val: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+def _stats(x: np.ndarray, idx: np.ndarray, val: np.ndarray, a: np.ndarray, bt: np.ndarray) -> None:
     n, s = idx.shape
     d = x.shape[1]
     for i in range(n):
@@ -122,7 +124,7 @@ def _stats(x: np.ndarray, idx: np.ndarray, val: np.ndarray, a: np.ndarray, b: np
                 if kc >= 0:
                     a[kr, kc] += vr * val[i, c]
             for j in range(d):
-                b[j, kr] += x[i, j] * vr
+                bt[kr, j] += x[i, j] * vr
 
 
 def code_stats(x: Any, idx: Any, val: Any, n_atoms: int) -> tuple[Any, Any]:
@@ -133,9 +135,9 @@ def code_stats(x: Any, idx: Any, val: Any, n_atoms: int) -> tuple[Any, Any]:
 
         return code_stats_gpu(x, idx, val, n_atoms)
     a = np.zeros((n_atoms, n_atoms), np.float64)
-    b = np.zeros((x.shape[1], n_atoms), np.float64)
-    _stats(np.ascontiguousarray(x), idx, val, a, b)
-    return a, b
+    bt = np.zeros((n_atoms, x.shape[1]), np.float64)  # B transposed: rows of atoms are contiguous
+    _stats(np.ascontiguousarray(x), idx, val, a, bt)
+    return a, bt.T
 
 
 def dense_codes(idx: Any, val: Any, n_atoms: int) -> Any:

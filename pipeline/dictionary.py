@@ -11,7 +11,9 @@ runs on the sum. The new dictionary is then committed to the output dataset
 with the same result it would have had.
 
 The objective of a dictionary is ``(0.5 * ||X - C D||^2 + alpha * ||C||_1) / N``
-with ``C`` its OMP codes, the quantity scikit-learn's dictionary learning minimises.
+with ``C`` its ``s``-sparse OMP codes, the quantity scikit-learn's dictionary
+learning minimises; with the sparsity fixed at ``s`` nonzeros the learner itself
+minimises the reconstruction term (:func:`objective_terms` reports both).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 from neurochunk.kernels.omp import code_stats, sparse_code, update_dictionary
 from neurochunk.stores import Dataset
 
-__all__ = ["DictionaryResult", "learn_dictionary", "initial_dictionary", "objective", "chunk_stats"]
+__all__ = ["DictionaryResult", "learn_dictionary", "initial_dictionary", "objective", "objective_terms",
+           "chunk_stats", "stats_graph"]
 
 KEEP_WORST = 16
 
@@ -39,6 +42,7 @@ class DictionaryResult:
 
     dictionary: np.ndarray
     objectives: list[float] = field(default_factory=list)  # objective of the dictionary entering each iteration
+    errors: list[float] = field(default_factory=list)  # its reconstruction error 0.5 ||X - C D||^2 / N
     iterations: int = 0
     resumed_from: int | None = None
     seconds: float = 0.0
@@ -72,7 +76,7 @@ def chunk_stats(x: np.ndarray, dictionary: np.ndarray, s: int, gpu: bool = False
 
         idx, val = omp(corr, gram, s)
         a, b = code_stats(x, idx, val, k)
-        err = _residual_norms(x, dictionary, idx, val)
+        err = _residual_norms(x, corr, gram, idx, val)
         l1 = float(np.abs(val).sum(dtype=np.float64))
     worst = np.argsort(err)[::-1][:KEEP_WORST]
     usage = np.bincount(idx[idx >= 0].ravel(), minlength=k)
@@ -80,10 +84,15 @@ def chunk_stats(x: np.ndarray, dictionary: np.ndarray, s: int, gpu: bool = False
             "worst": x[worst].copy(), "worst_err": err[worst]}
 
 
-def _residual_norms(x: np.ndarray, dictionary: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+def _residual_norms(x: np.ndarray, corr: np.ndarray, gram: np.ndarray, idx: np.ndarray,
+                    val: np.ndarray) -> np.ndarray:
+    """``||x - c D||^2 = ||x||^2 - 2 c.(D x) + c^T G c``, from what OMP already has (float64)."""
     safe = np.where(idx >= 0, idx, 0)
-    recon = np.einsum("ns,nsd->nd", val, dictionary[safe])
-    return ((x - recon).astype(np.float64) ** 2).sum(axis=1)
+    v = np.where(idx >= 0, val, 0).astype(np.float64)
+    c_i = np.take_along_axis(corr, safe, 1).astype(np.float64)
+    g_ii = gram[safe[:, :, None], safe[:, None, :]].astype(np.float64)
+    quad = np.einsum("ns,nst,nt->n", v, g_ii, v)
+    return np.maximum((x.astype(np.float64) ** 2).sum(axis=1) - 2 * (v * c_i).sum(axis=1) + quad, 0.0)
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,12 +143,20 @@ def initial_dictionary(x: da.Array, n_atoms: int, seed: int) -> np.ndarray:
     return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
+def objective_terms(x: da.Array, dictionary: np.ndarray, s: int, client: Any = None,
+                    gpu: bool = False) -> dict[str, float]:
+    """Per row: reconstruction error ``0.5 ||x - c D||^2``, ``||c||_1`` and ``||c||_0`` of the OMP codes."""
+    g = stats_graph(x, dictionary, s, gpu=gpu)
+    tot = client.compute(g, sync=True) if client is not None else g.compute()
+    n = tot["n"]
+    return {"error": 0.5 * tot["sq"] / n, "l1": tot["l1"] / n, "l0": float(tot["usage"].sum()) / n}
+
+
 def objective(x: da.Array, dictionary: np.ndarray, s: int, alpha: float = 1.0, client: Any = None,
               gpu: bool = False) -> float:
     """``(0.5 * ||X - C D||^2 + alpha * ||C||_1) / N`` with ``C`` the ``s``-sparse OMP codes."""
-    g = stats_graph(x, dictionary, s, gpu=gpu)
-    tot = client.compute(g, sync=True) if client is not None else g.compute()
-    return (0.5 * tot["sq"] + alpha * tot["l1"]) / tot["n"]
+    t = objective_terms(x, dictionary, s, client, gpu)
+    return t["error"] + alpha * t["l1"]
 
 
 def _config(n_atoms: int, s: int, seed: int, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -163,13 +180,14 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
     rows = _rows(x)
     cfg = _config(n_atoms, sparsity, seed, tuple(int(v) for v in rows.shape))
     out.commits.gc()  # drop groups of commits a crash left unfinished
-    start, dictionary, objectives, resumed = 0, None, [], None
+    start, dictionary, objectives, errors, resumed = 0, None, [], [], None
     last = out.commits.latest()
     if last is not None and last.meta.get("config") == cfg:
         group = out.commits.open(last)
         dictionary = np.asarray(group["dictionary"][:])
         start = resumed = int(last.meta["iteration"]) + 1
         objectives = list(last.meta.get("objectives", []))
+        errors = list(last.meta.get("errors", []))
     elif last is not None:
         raise ValueError(f"{out.url} holds a dictionary run with config {last.meta.get('config')}, not {cfg}; "
                          "use another output dataset")
@@ -177,7 +195,7 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
         dictionary = initial_dictionary(rows, n_atoms, seed)
     from tqdm.auto import tqdm
 
-    result = DictionaryResult(dictionary, objectives, start, resumed)
+    result = DictionaryResult(dictionary, objectives, errors, start, resumed)
     bar = tqdm(range(start, epochs), desc="dictionary", disable=not progress, initial=start, total=epochs)
     for it in bar:
         t0 = time.perf_counter()
@@ -188,13 +206,14 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
         if on_stats is not None:
             on_stats(it, tot)
         objectives.append(obj)
+        errors.append(0.5 * tot["sq"] / tot["n"])
         with out.commits.begin("dictionary", {"iteration": it, "objective": obj, "objectives": objectives,
-                                              "config": cfg}) as pending:
+                                              "errors": errors, "config": cfg}) as pending:
             pending.write("dictionary", dictionary, dims=("atom", "unit"))
             pending.write("usage", tot["usage"].astype(np.int64), dims=("atom",))
         result.seconds += time.perf_counter() - t0
         result.samples += int(tot["n"])
         result.usage = tot["usage"]
         bar.set_postfix(objective=f"{obj:.4g}")
-    result.dictionary, result.objectives, result.iterations = dictionary, objectives, epochs
+    result.dictionary, result.objectives, result.errors, result.iterations = dictionary, objectives, errors, epochs
     return result

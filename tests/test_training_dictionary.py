@@ -10,7 +10,7 @@ from sklearn.decomposition import MiniBatchDictionaryLearning
 from sklearn.linear_model import orthogonal_mp_gram
 
 from neurochunk.kernels.omp import code_stats, dense_codes, omp, sparse_code, update_dictionary
-from neurochunk.pipeline.dictionary import learn_dictionary, objective
+from neurochunk.pipeline.dictionary import learn_dictionary, objective, objective_terms
 from neurochunk.stores import Dataset
 
 
@@ -78,6 +78,10 @@ def test_objective_within_5_percent_of_scikit_learn(tmp_path):
     sk_direct = (0.5 * ((x - codes @ sk.components_) ** 2).sum() + np.abs(codes).sum()) / n
     assert theirs == pytest.approx(sk_direct, rel=1e-4)
     assert ours <= 1.05 * theirs, (ours, theirs)
+    ours_t, theirs_t = objective_terms(xd, res.dictionary, s), objective_terms(xd, sk.components_, s)
+    assert ours_t["l0"] == theirs_t["l0"] <= s  # the same sparsity ...
+    assert ours_t["error"] <= 1.05 * theirs_t["error"], (ours_t, theirs_t)  # ... and the error within 5%
+    assert res.errors[-1] < res.errors[0]
     assert res.objectives[-1] < res.objectives[0]  # learning improved on the initial dictionary
     assert np.allclose(np.linalg.norm(res.dictionary, axis=1), 1.0, atol=1e-5)
 
@@ -101,7 +105,7 @@ def test_crash_and_continue_from_last_commit(tmp_path):
                              on_stats=lambda it, _t: seen.append(it), **kw)
     assert again.resumed_from == 3 and seen == [3, 4, 5]
     np.testing.assert_array_equal(again.dictionary, whole.dictionary)
-    assert again.objectives == whole.objectives
+    assert again.objectives == whole.objectives and again.errors == whole.errors
     stored = Dataset.open(tmp_path / "b.zarr").commits.open()["dictionary"][:]
     np.testing.assert_array_equal(stored, whole.dictionary)
     with pytest.raises(ValueError, match="holds a dictionary run with config"):

@@ -139,6 +139,12 @@ def io_counters() -> dict[str, int]:
         return dict(_IO)
 
 
+def drop_resident() -> None:
+    """Forget this process's cached partitions (the next loads read the store)."""
+    with _LOCK:
+        _RESIDENT.clear()
+
+
 def reset_io_counters() -> None:
     with _LOCK:
         for k in _IO:
@@ -785,6 +791,12 @@ class MemoryBank:
         out = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ARRAYS}
         order = np.argsort(out["id"])
         return {name: v[order] for name, v in out.items()}
+
+    def repair(self) -> dict[str, int]:
+        """Restore full replication after a copy was lost or damaged; see :meth:`ReplicaSet.repair`."""
+        out = self.replicas.repair()
+        self._refresh()
+        return out
 
     def __repr__(self) -> str:
         return (f"<MemoryBank {self.n_memories} memories in {self.n_partitions} partitions x {self.capacity} at "

@@ -25,7 +25,7 @@ from zarr.core.sync import sync
 
 from .commits import MARKERS, CommitError, CommitInfo, PendingCommit
 from .dataset import Dataset
-from .integrity import ChunkCorruptionError
+from .integrity import ChunkCorruptionError, array_of_chunk_key, crc32c_ok
 from .tiers import TierConfig
 from .urls import S3Options
 
@@ -137,6 +137,37 @@ class ReplicaSet:
             ds.commits.gc()
         return removed
 
+    def repair(self) -> dict[str, int]:
+        """Bring every replica back to a full copy: copy each key that is missing or corrupt in a
+        replica (or all keys of a replica that is gone) from one that holds it intact.
+
+        Returns the number of keys copied into each replica.
+        """
+        from .urls import open_store
+
+        stores = [open_store(r.url, s3=r.s3) for r in self.replicas]
+
+        async def _keys(store: Any) -> set[str]:
+            try:
+                return {k async for k in store.list()}
+            except (OSError, FileNotFoundError):
+                return set()
+
+        listed = [sync(_keys(s)) for s in stores]
+
+        copied = {r.url: 0 for r in self.replicas}
+        for key in sorted(set().union(*listed)):
+            have = [_intact(s, key) if key in keys else None for s, keys in zip(stores, listed, strict=True)]
+            good = next((b for b in have if b is not None), None)
+            if good is None:
+                continue
+            for r, s, b in zip(self.replicas, stores, have, strict=True):
+                if b is None:
+                    sync(s.set(key, good))
+                    copied[r.url] += 1
+        self.reopen()
+        return copied
+
     # -- reads -----------------------------------------------------------------------------
     def read_chunk(self, commit_name: str, array: str, index: int) -> np.ndarray:
         """Chunk ``index`` (along the first axis) of ``array`` in commit ``commit_name``.
@@ -177,7 +208,6 @@ class ReplicaSet:
 
         Each key comes from the first replica that has an intact copy.
         """
-        proto = default_buffer_prototype()
         sources = [(ds, c) for ds, c in zip(self.datasets, self._named(from_commit), strict=True) if c is not None]
         if not sources:
             raise CommitError(f"no replica holds commit {from_commit!r}")
@@ -193,12 +223,8 @@ class ReplicaSet:
         for rel in sorted(keys):
             data = None
             for ds, c in sources:
-                try:
-                    buf = sync(ds.group.store.get(f"{ds.commits._prefix}{c.path}/{array}/{rel}", proto))
-                except ChunkCorruptionError:
-                    continue
-                if buf is not None:
-                    data = buf
+                data = _intact(ds.group.store, f"{ds.commits._prefix}{c.path}/{array}/{rel}")
+                if data is not None:
                     break
             if data is None:
                 raise ReplicaLostError(f"key {rel!r} of array {array!r} in commit {from_commit!r} is lost in every replica")
@@ -206,6 +232,16 @@ class ReplicaSet:
                 sync(p.log.group.store.set(f"{p.group.path}/{array}/{rel}", data))
             moved += len(data.to_bytes())
         return moved
+
+
+def _intact(store: Any, key: str) -> Any:
+    """The stored bytes of ``key``, or ``None`` when missing or (for a chunk) failing its crc32c."""
+    buf = sync(store.get(key, default_buffer_prototype()))
+    if buf is None:
+        return None
+    if array_of_chunk_key(key) is not None and not crc32c_ok(buf.to_bytes())[0]:
+        return None
+    return buf
 
 
 @dataclass

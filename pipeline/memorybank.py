@@ -414,6 +414,18 @@ class MemoryBank:
         reps += [r if isinstance(r, Replica) else Replica(r) for r in replicas]
         return cls(ReplicaSet(reps, "memory_bank"), client, **kwargs)
 
+    @classmethod
+    def from_dataset(cls, ds: Any, client: Any = None) -> MemoryBank:
+        """The bank of an opened ``memory_bank`` :class:`~neurochunk.stores.Dataset` (no replicas)."""
+        rs = ReplicaSet([Replica(str(ds.url), getattr(ds, "_s3", None))], "memory_bank")
+        rs._datasets = [ds]
+        return cls(rs, client)
+
+    def iter_partitions(self) -> Iterable[Partition]:
+        """The partitions of the latest commit, one at a time (bounded memory)."""
+        for p in range(self.n_partitions):
+            yield _load(self.replicas, self.token, self._commit, p, self.sizes[p])
+
     def _refresh(self) -> None:
         info, _ = self.replicas.latest()
         self._commit = info.name if info else None

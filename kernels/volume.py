@@ -321,9 +321,22 @@ def boundary_pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_va
     return np.unique(pairs, axis=0)
 
 
+@numba.njit(nogil=True, cache=True)
+def _gather(labels: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
+    for i in range(labels.size):
+        out[i] = lut[labels[i]]
+
+
 def relabel(labels: Any, lut: Any) -> Any:
     """Map labels through a lookup table (``lut[0]`` should be 0); array module follows the input."""
-    return lut[labels]
+    if _array_module(labels) is not np:
+        return lut[labels]
+    labels = np.ascontiguousarray(labels)
+    if labels.size and int(labels.max()) >= len(lut):
+        raise ValueError(f"label {int(labels.max())} is outside the lookup table of {len(lut)} entries")
+    out = np.empty(labels.shape, dtype=lut.dtype)
+    _gather(labels.reshape(-1), np.ascontiguousarray(lut), out.reshape(-1))
+    return out
 
 
 def _array_module(x: Any) -> Any:

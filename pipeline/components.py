@@ -26,7 +26,7 @@ import dask
 import numba
 import numpy as np
 
-from neurochunk.kernels.volume import boundary_pairs, forward_deltas, label_chunk
+from neurochunk.kernels.volume import boundary_pairs, forward_deltas, label_chunk, relabel
 from neurochunk.stores import Dataset
 from neurochunk.stores.ome import create_volume, level_array, open_volume, written_chunks
 
@@ -146,7 +146,7 @@ def _relabel(src: Any, dst: Any, box: Box, lut: np.ndarray, connectivity: int, b
     if n + 1 != len(lut):
         raise RuntimeError(f"block {box} now has {n} components but the merge recorded {len(lut) - 1}: "
                            "the source changed since the merge was committed; rerun with resume=False")
-    dst[box] = lut[labels]
+    dst[box] = relabel(labels, lut)
     return 1
 
 

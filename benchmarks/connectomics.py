@@ -1,0 +1,335 @@
+"""Connectomics benchmarks: global connected components, halo filters, ingest and pyramids.
+
+Each contender runs in its own subprocess so its peak RSS (the whole process
+tree, sampled every 20 ms) is its own. Throughput is end to end: read the
+Zarr input, label, merge, relabel and write the Zarr output.
+
+    python benchmarks/connectomics.py --scenario cc --size 512 --chunk 128
+    python benchmarks/connectomics.py --scenario dask-image --size 256 --chunk 128 --timeout 300
+    python benchmarks/connectomics.py --scenario large --size 1024 --chunk 128 --worker-memory 1GiB
+    python benchmarks/connectomics.py --scenario halo --size 384 --chunk 64 --sigma 4
+    python benchmarks/connectomics.py --scenario ingest
+    python benchmarks/connectomics.py --scenario gpu --size 512 --chunk 256     (on a CUDA machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+DATA = HERE.parents[1].parent / "shared" / "data" / "neuroproof_training_sample2"
+
+
+class Procedural:
+    """A virtual (z, y, x) uint8 volume computed on read: the benchmark's input source."""
+
+    def __init__(self, size: int, seed: int = 0, cell: int = 16) -> None:
+        self.shape, self.dtype, self.seed, self.cell = (size, size, size), np.dtype(np.uint8), seed, cell
+
+    def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
+        from neurochunk.kernels.volume import synthetic_segmentation
+
+        return synthetic_segmentation(tuple(s.stop - s.start for s in box), tuple(s.start for s in box), self.seed,
+                                      self.cell)
+
+
+def make_input(work: Path, size: int, chunk: int, dtype: str = "uint8") -> Path:
+    from neurochunk.pipeline.ingest import ingest
+
+    path = work / f"input-{size}-{chunk}-{dtype}.zarr"
+    if not path.exists():
+        t = time.perf_counter()
+        ingest(Procedural(size), path, chunks=(chunk,) * 3, dtype=dtype, progress=False)
+        print(f"# generated {size}^3 {dtype} input in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    return path
+
+
+# ---- contenders (each runs inside a fresh subprocess) -------------------------------------------
+def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
+    import zarr
+
+    src, out = a["input"], a["output"]
+    shutil.rmtree(out, ignore_errors=True)
+    binary = a.get("binary", False)
+    if name.startswith("neurochunk"):
+        from neurochunk.pipeline.components import connected_components
+        from neurochunk.stores.ome import open_volume
+
+        method = "numba" if "numba" in name else "cc3d"
+        client = cluster = None
+        if "procs" in name:
+            from distributed import Client, LocalCluster
+
+            cluster = LocalCluster(n_workers=a["workers"], threads_per_worker=1, processes=True,
+                                   memory_limit=a.get("worker_memory") or "auto", dashboard_address=None)
+            client = Client(cluster)
+        else:
+            import dask
+
+            dask.config.set(num_workers=a["workers"])
+        # warm-up: load the compiled kernels (numba cache) and the cluster's imports outside the clock
+        connected_components(np.ones((4, 4, 4), np.uint8), out + "-warm", method=method, client=client, progress=False)
+        t = time.perf_counter()
+        ds = connected_components(open_volume(src), out, connectivity=26, binary=binary, method=method,
+                                  client=client, progress=False)
+        dt = time.perf_counter() - t
+        if client is not None:
+            client.close()
+            cluster.close()
+        return {"seconds": dt, "n_labels": ds.attrs["n_labels"]}
+    if name == "cc3d-whole":
+        import cc3d
+
+        t = time.perf_counter()
+        x = zarr.open_array(f"{src}/0", mode="r")[...]
+        t_read = time.perf_counter()
+        labels, n = cc3d.connected_components(x != 0 if binary else x, connectivity=26, return_N=True,
+                                              out_dtype=np.uint32)
+        t_label = time.perf_counter()
+        del x
+        from neurochunk.stores.ome import create_volume
+
+        ds = create_volume(out, labels.shape, np.uint32, labels=True, chunks=(a["chunk"],) * 3)
+        ds["0"][...] = labels
+        t_end = time.perf_counter()
+        return {"seconds": t_end - t, "label_seconds": t_label - t_read, "n_labels": int(n)}
+    if name == "dask-image":
+        import dask
+        import dask.array as da
+        from dask_image import ndmeasure
+
+        dask.config.set(num_workers=a["workers"])
+        t = time.perf_counter()
+        x = da.from_zarr(zarr.open_array(f"{src}/0", mode="r"))
+        labels, n = ndmeasure.label(x != 0, structure=np.ones((3, 3, 3), bool))
+        store = zarr.open_array(out, mode="w", shape=x.shape, chunks=x.chunksize, dtype=labels.dtype)
+        _, n = dask.compute(da.store(labels, store, lock=False, compute=False), n)
+        return {"seconds": time.perf_counter() - t, "n_labels": int(n)}
+    if name in ("halo-neurochunk", "halo-map_overlap"):
+        from neurochunk.kernels.volume import gaussian_radius
+        from neurochunk.pipeline import filters
+
+        import dask
+
+        dask.config.set(num_workers=a["workers"])
+        sigma = a["sigma"]
+        t = time.perf_counter()
+        if name == "halo-neurochunk":
+            filters.gaussian(zarr.open_array(f"{src}/0", mode="r"), out, sigma, progress=False)
+        else:
+            import dask.array as da
+            from scipy import ndimage
+
+            x = da.from_zarr(zarr.open_array(f"{src}/0", mode="r"))
+            y = x.map_overlap(lambda b: ndimage.gaussian_filter(b.astype(np.float32), sigma, mode="reflect"),
+                              depth=gaussian_radius(sigma), boundary="reflect", dtype=np.float32)
+            store = zarr.open_array(out, mode="w", shape=x.shape, chunks=x.chunksize, dtype=np.float32)
+            da.store(y, store, lock=False)
+        return {"seconds": time.perf_counter() - t}
+    raise SystemExit(f"unknown contender {name}")
+
+
+def measure(name: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one contender in a subprocess; add its wall time limit and peak RSS of its process tree."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, str(HERE), "--contender", name, "--args", json.dumps(args)],
+                            stdout=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        try:
+            p = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                rss = 0
+                for q in [p, *p.children(recursive=True)]:
+                    try:
+                        rss += q.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak[0] = max(peak[0], rss)
+                time.sleep(0.02)
+        except psutil.Error:
+            pass
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        result = json.loads(out.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        for q in psutil.Process(proc.pid).children(recursive=True):
+            q.kill()
+        proc.kill()
+        proc.communicate()
+        result = {"seconds": float("inf"), "timed_out": timeout}
+    th.join()
+    result["peak_rss_gib"] = peak[0] / 2**30
+    return result
+
+
+def table(rows: list[tuple[str, dict[str, Any]]], voxels: int) -> str:
+    lines = ["| contender | seconds | MVx/s end to end | peak RSS (GiB) | labels |", "|---|---|---|---|---|"]
+    for name, r in rows:
+        sec = r["seconds"]
+        mvx = f"{voxels / sec / 1e6:.1f}" if np.isfinite(sec) else f"< {voxels / r['timed_out'] / 1e6:.2f} (timed out)"
+        extra = f" (label only {voxels / r['label_seconds'] / 1e6:.0f} MVx/s)" if "label_seconds" in r else ""
+        lines.append(f"| {name}{extra} | {sec:.1f} | {mvx} | {r['peak_rss_gib']:.2f} | {r.get('n_labels', '')} |")
+    return "\n".join(lines)
+
+
+def scenario_cc(a: argparse.Namespace, work: Path, names: list[str], binary: bool = False) -> str:
+    src = make_input(work, a.size, a.chunk)
+    base = {"input": str(src), "output": str(work / "out.zarr"), "workers": a.workers, "chunk": a.chunk,
+            "binary": binary, "worker_memory": a.worker_memory}
+    rows = [(n, measure(n, base, a.timeout)) for n in names]
+    head = (f"26-connectivity {'binary' if binary else 'multi-label'} CC, {a.size}^3 uint8 synthetic "
+            f"(procedural neurites + axons), {a.chunk}^3 chunks, {a.workers} workers")
+    return head + "\n\n" + table(rows, a.size**3)
+
+
+def scenario_halo(a: argparse.Namespace, work: Path) -> str:
+    src = make_input(work, a.size, a.chunk, "float32")
+    base = {"input": str(src), "output": str(work / "halo.zarr"), "workers": a.workers, "sigma": a.sigma}
+    rows = [(n, measure(n, base, a.timeout)) for n in ("halo-neurochunk", "halo-map_overlap")]
+    from neurochunk.kernels.volume import gaussian_radius
+
+    head = (f"Gaussian sigma={a.sigma} (halo {gaussian_radius(a.sigma)[0]}), {a.size}^3 float32 "
+            f"({a.size**3 * 4 / 2**30:.2f} GiB), {a.chunk}^3 chunks, {a.workers} threads")
+    return head + "\n\n" + table(rows, a.size**3)
+
+
+def scenario_ingest(a: argparse.Namespace, work: Path) -> str:
+    from neurochunk.pipeline.ingest import ingest
+    from neurochunk.pipeline.pyramid import build_pyramid
+
+    rows = ["| step | voxels | seconds | MVx/s |", "|---|---|---|---|"]
+
+    def timed(label: str, voxels: int, fn: Any) -> Any:
+        t = time.perf_counter()
+        res = fn()
+        dt = time.perf_counter() - t
+        rows.append(f"| {label} | {voxels / 1e6:.1f} M | {dt:.2f} | {voxels / dt / 1e6:.1f} |")
+        return res
+
+    n = 250**3
+    img = timed("ingest PNG stack 250^3 uint8 (neuroproof)", n, lambda: ingest(
+        DATA / "grayscale_maps", work / "img.zarr", voxel_size=(10, 10, 10), progress=False))
+    timed("pyramid (mean) of it, 3 levels", n, lambda: build_pyramid(img, progress=False))
+    gt = timed("ingest HDF5 .h5.gz 250^3 int32 (incl. gunzip)", n, lambda: ingest(
+        str(DATA / "groundtruth.h5.gz") + ":stack", work / "gt.zarr", labels=True, progress=False))
+    timed("pyramid (mode) of it, 3 levels", n, lambda: build_pyramid(gt, progress=False))
+    src = make_input(work, a.size, a.chunk)
+    m = a.size**3
+    big = timed(f"ingest Zarr v3 {a.size}^3 uint8 -> OME-Zarr", m, lambda: ingest(
+        str(src / "0"), work / "re.zarr", chunks=(a.chunk,) * 3, progress=False))
+    timed(f"pyramid (mean) of {a.size}^3", m, lambda: build_pyramid(big, progress=False))
+    return "Ingest and pyramid throughput (threaded scheduler, 2 cores)\n\n" + "\n".join(rows)
+
+
+def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
+    import cupy as cp
+
+    from neurochunk.kernels.volume import label_chunk
+    from neurochunk.kernels.volume_gpu import label_chunk_gpu
+    from neurochunk.pipeline.components import connected_components
+    from neurochunk.stores.ome import open_volume
+
+    src = make_input(work, a.size, a.chunk)
+    x = open_volume(src)["0"][...]
+    dev = cp.asarray(x)
+    rows = ["| what | MVx/s | seconds |", "|---|---|---|"]
+    for conn in (6, 26):
+        for binary in (True, False):
+            label_chunk_gpu(dev, conn, binary)
+            times = []
+            for _ in range(5):
+                s, e = cp.cuda.Event(), cp.cuda.Event()
+                s.record()
+                label_chunk_gpu(dev, conn, binary)
+                e.record()
+                e.synchronize()
+                times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
+            med = float(np.median(times))
+            rows.append(f"| label_chunk_gpu {a.size}^3 {conn}-conn {'binary' if binary else 'multi-label'} "
+                        f"(device-resident, median of 5) | {x.size / med / 1e6:.0f} | {med:.4f} |")
+    from cupyx.scipy import ndimage as cnd
+
+    cnd.label(dev != 0)
+    s, e = cp.cuda.Event(), cp.cuda.Event()
+    s.record()
+    cnd.label(dev != 0)
+    e.record()
+    e.synchronize()
+    med = cp.cuda.get_elapsed_time(s, e) / 1e3
+    rows.append(f"| cupyx.scipy.ndimage.label {a.size}^3 6-conn binary (reference) | {x.size / med / 1e6:.0f} | {med:.4f} |")
+    ref, n = label_chunk(x, 26, False, "cc3d")
+    got, n_gpu = label_chunk_gpu(dev, 26, False)
+    rows.append(f"| GPU == cc3d on the whole {a.size}^3 (26, multi-label) | {bool(n == n_gpu and cp.array_equal(got, cp.asarray(ref)))} | |")
+    for method in ("cupy", "cc3d"):
+        connected_components(open_volume(src), work / f"w-{method}.zarr", method=method, progress=False,
+                             resume=False)  # warm-up (compiles kernels)
+        t = time.perf_counter()
+        ds = connected_components(open_volume(src), work / f"e2e-{method}.zarr", method=method, progress=False,
+                                  resume=False)
+        dt = time.perf_counter() - t
+        rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method} ({ds.attrs['n_labels']} labels) "
+                    f"| {x.size / dt / 1e6:.0f} | {dt:.2f} |")
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return f"GPU: {name}, {time.strftime('%Y-%m-%d')}\n\n" + "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", choices=["cc", "dask-image", "large", "halo", "ingest", "gpu"], default="cc")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--chunk", type=int, default=128)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--worker-memory", default=None, help="memory limit per process worker (large scenario)")
+    p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per contender before it is cut off")
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--contender", help=argparse.SUPPRESS)
+    p.add_argument("--args", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.contender:
+        print(json.dumps(run_contender(a.contender, json.loads(a.args))))
+        return
+    work = Path(a.work or tempfile.mkdtemp(prefix="nc-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if a.scenario == "cc":
+            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "neurochunk-threads-numba",
+                                         "neurochunk-procs-cc3d", "cc3d-whole"])
+        elif a.scenario == "dask-image":
+            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "cc3d-whole", "dask-image"], binary=True)
+        elif a.scenario == "large":
+            text = scenario_cc(a, work, ["neurochunk-procs-cc3d", "neurochunk-threads-cc3d"])
+            text += f"\n\nprocess workers capped at {a.worker_memory} each"
+        elif a.scenario == "halo":
+            text = scenario_halo(a, work)
+        elif a.scenario == "gpu":
+            text = scenario_gpu(a, work)
+        else:
+            text = scenario_ingest(a, work)
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\n## {a.scenario} ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Procedural connectivity: a spike regenerates its synapses in each target block.
+
+Synapses of projection ``p`` from presynaptic neuron ``i`` into post block ``b``
+(``conn_block`` consecutive post neurons) come from the stream keyed by
+``(seed, p, i, b)``: geometric skips ``j += 1 + floor(log(u) / log(1 - p))``
+for a fixed connection probability (as GeNN's ``PreSpanProcedural``), then the
+synapse's weight and delay draws. Nothing is stored, so memory is O(neurons).
+:func:`materialize` runs the same generator to build stored CSR blocks, so
+procedural and stored modes hold the same synapses.
+
+Projection tables (see ``pipeline.network``) are an int64 array ``pint`` and a
+float64 array ``pflt`` with one row per projection; the column indices are the
+``I_*`` and ``F_*`` constants below. Weights are integers in units of the
+receptor's quantum ``q`` (a power of two): sums of integers do not depend on
+the order spikes arrive in, so any chunking, CPU or GPU, gives the same sums.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .rng import STREAM_CONN, STREAM_INDEGREE, normal, stream_key, uniform
+
+__all__ = ["RULES", "deliver_one", "deliver_many", "materialize", "I_RULE", "F_P"]
+
+RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3}
+WEIGHT_KINDS = {"constant": 0, "normal": 1, "uniform": 2}
+DELAY_KINDS = {"constant": 0, "uniform": 1}
+
+# pint columns
+I_RULE, I_PRE_LO, I_PRE_N, I_POST_LO, I_POST_N, I_RECEPTOR, I_WKIND, I_DKIND, I_ID, I_K, I_STORED, I_POST_POP = range(12)
+N_INT = 12
+# pflt columns: probability, log(1 - p), weight a/b, delay a/b (steps), weight quantum
+F_P, F_LOG1MP, F_WA, F_WB, F_DA, F_DB, F_Q = range(7)
+N_FLT = 7
+
+_jit = numba.njit(nogil=True, cache=True)
+_inline = numba.njit(nogil=True, cache=True, inline="always")
+
+
+@_inline
+def _weight_delay(pint, pflt, p, key, k):
+    wk = pint[p, I_WKIND]
+    if wk == 0:
+        w = pflt[p, F_WA]
+    elif wk == 1:
+        w = pflt[p, F_WA] + pflt[p, F_WB] * normal(key, k)
+        k += 2
+    else:
+        w = pflt[p, F_WA] + (pflt[p, F_WB] - pflt[p, F_WA]) * uniform(key, k)
+        k += 1
+    if pint[p, I_DKIND] == 0:
+        d = int(pflt[p, F_DA])
+    else:
+        span = int(pflt[p, F_DB]) - int(pflt[p, F_DA]) + 1
+        d = int(pflt[p, F_DA]) + min(int(uniform(key, k) * span), span - 1)
+        k += 1
+    wq = np.int32(np.rint(w / pflt[p, F_Q]))
+    return wq, d, k
+
+
+@_inline
+def _next_target(pflt, p, key, k, j):
+    """Next post index of a fixed-probability block after ``j`` (may run past the block)."""
+    u = uniform(key, k)
+    skip = math.floor(math.log(u) / pflt[p, F_LOG1MP])
+    if skip > 2.0e9:
+        return np.int64(2**40), k + 1
+    return j + 1 + np.int64(skip), k + 1
+
+
+@_jit
+def deliver_one(gid, s, pint, pflt, seed, block, lo, hi, ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl):
+    """Add the synapses of a spike of global neuron ``gid`` at step ``s`` that land in ``[lo, hi)``.
+
+    ``ring[i - lo, (s + delay) % n_slots, receptor] += weight`` for each such synapse.
+    Stored projections read CSR rows (``ptr_all``/``cols``/...), procedural ones regenerate them.
+    """
+    for p in range(pint.shape[0]):
+        pre = gid - pint[p, I_PRE_LO]
+        if pre < 0 or pre >= pint[p, I_PRE_N]:
+            continue
+        post_lo = pint[p, I_POST_LO]
+        post_hi = post_lo + pint[p, I_POST_N]
+        if post_hi <= lo or post_lo >= hi:
+            continue
+        r = pint[p, I_RECEPTOR]
+        if pint[p, I_STORED] != 0:
+            base = ptr_off[p]
+            for x in range(ptr_all[base + pre], ptr_all[base + pre + 1]):
+                ring[cols[x], (s + cdl[x]) % n_slots, r] += cwq[x]
+            continue
+        rule = pint[p, I_RULE]
+        if rule == 2:
+            t = post_lo + pre
+            if lo <= t < hi:
+                key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, pre // block)
+                wq, d, k = _weight_delay(pint, pflt, p, key, 0)
+                ring[t - lo, (s + d) % n_slots, r] += wq
+            continue
+        b0 = (max(lo, post_lo) - post_lo) // block
+        b1 = (min(hi, post_hi) - post_lo + block - 1) // block
+        for b in range(b0, b1):
+            start = post_lo + b * block
+            n_b = min(block, post_hi - start)
+            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, b)
+            k = 0
+            j = np.int64(-1)
+            while True:
+                if rule == 1:
+                    j += 1
+                else:
+                    j, k = _next_target(pflt, p, key, k, j)
+                if j >= n_b:
+                    break
+                wq, d, k = _weight_delay(pint, pflt, p, key, k)
+                t = start + j
+                if lo <= t < hi:
+                    ring[t - lo, (s + d) % n_slots, r] += wq
+
+
+@_jit
+def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi, ring, n_slots,
+                 ptr_all, ptr_off, cols, cwq, cdl):
+    """:func:`deliver_one` for each spike whose neuron is outside ``[skip_lo, skip_hi)``."""
+    for x in range(gids.shape[0]):
+        g = gids[x]
+        if skip_lo <= g < skip_hi:
+            continue
+        deliver_one(g, steps[x], pint, pflt, seed, block, lo, hi, ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
+
+
+@_jit
+def materialize(pint, pflt, p, seed, block, lo, hi):
+    """CSR of projection ``p``'s synapses into post neurons ``[lo, hi)``, rows = presynaptic neurons.
+
+    Returns ``(indptr, cols, wq, delay)``: ``cols`` are indices local to ``lo``.
+    Synapses of a row are in the order :func:`deliver_one` generates them.
+    """
+    n_pre = pint[p, I_PRE_N]
+    post_lo = pint[p, I_POST_LO]
+    post_hi = post_lo + pint[p, I_POST_N]
+    lo = max(lo, post_lo)
+    hi = max(lo, min(hi, post_hi))
+    rule = pint[p, I_RULE]
+    cap = 1024
+    cols = np.empty(cap, np.int32)
+    wqs = np.empty(cap, np.int32)
+    dls = np.empty(cap, np.int32)
+    n = 0
+    indptr = np.zeros(n_pre + 1, np.int64)
+    if rule == 3:
+        # fixed in-degree: each post neuron draws K presynaptic neurons (with replacement)
+        kin = pint[p, I_K]
+        total = (hi - lo) * kin
+        pres = np.empty(total, np.int64)
+        cols = np.empty(total, np.int32)
+        wqs = np.empty(total, np.int32)
+        dls = np.empty(total, np.int32)
+        x = 0
+        for t in range(lo, hi):
+            key = stream_key(seed, (STREAM_INDEGREE << 32) | pint[p, I_ID], t - post_lo, 0)
+            k = 0
+            for _ in range(kin):
+                pres[x] = min(np.int64(uniform(key, k) * n_pre), n_pre - 1)
+                k += 1
+                wq, d, k = _weight_delay(pint, pflt, p, key, k)
+                cols[x] = t - lo
+                wqs[x] = wq
+                dls[x] = d
+                x += 1
+        order = np.argsort(pres, kind="mergesort")
+        for x in range(total):
+            indptr[pres[x] + 1] += 1
+        for i in range(n_pre):
+            indptr[i + 1] += indptr[i]
+        return indptr, cols[order], wqs[order], dls[order]
+    for pre in range(n_pre):
+        if rule == 2:
+            t = post_lo + pre
+            if lo <= t < hi:
+                key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, pre // block)
+                wq, d, k = _weight_delay(pint, pflt, p, key, 0)
+                if n == cap:
+                    cols, wqs, dls, cap = _grow(cols, wqs, dls, cap)
+                cols[n] = t - lo
+                wqs[n] = wq
+                dls[n] = d
+                n += 1
+            indptr[pre + 1] = n
+            continue
+        b0 = (lo - post_lo) // block
+        b1 = (hi - post_lo + block - 1) // block
+        for b in range(b0, b1):
+            start = post_lo + b * block
+            n_b = min(block, post_hi - start)
+            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, b)
+            k = 0
+            j = np.int64(-1)
+            while True:
+                if rule == 1:
+                    j += 1
+                else:
+                    j, k = _next_target(pflt, p, key, k, j)
+                if j >= n_b:
+                    break
+                wq, d, k = _weight_delay(pint, pflt, p, key, k)
+                if not lo <= start + j < hi:
+                    continue
+                if n == cap:
+                    cols, wqs, dls, cap = _grow(cols, wqs, dls, cap)
+                cols[n] = start + j - lo
+                wqs[n] = wq
+                dls[n] = d
+                n += 1
+        indptr[pre + 1] = n
+    return indptr, cols[:n].copy(), wqs[:n].copy(), dls[:n].copy()
+
+
+@_inline
+def _grow(cols, wqs, dls, cap):
+    cap2 = cap * 2
+    c2 = np.empty(cap2, np.int32)
+    w2 = np.empty(cap2, np.int32)
+    d2 = np.empty(cap2, np.int32)
+    c2[:cap] = cols
+    w2[:cap] = wqs
+    d2[:cap] = dls
+    return c2, w2, d2, cap2

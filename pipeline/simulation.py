@@ -1,0 +1,387 @@
+"""Spiking simulation as lazy Dask graphs: initial State, the windowed Step, connectivity.
+
+One task advances one neuron chunk through one exchange window (the
+smallest synaptic delay; the whole batch when one chunk holds the network)
+with the numba window kernel. After each window the chunks' spikes are
+gathered into one small array that every chunk's next task reads, so a batch
+graph has O(chunks) edges per window. Each batch ends with every spike
+delivered into the ring buffers, so the State between batches (v, u, g,
+refractory counters, ring buffers, step) is all a checkpoint needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from neurochunk.kernels.neurons import DEFAULTS, STATE_VARS, run_window
+from neurochunk.kernels.procedural import deliver_many
+from neurochunk.kernels.rng import STREAM_INIT, normal_array, uniform_array
+
+from .network import Plan
+from .state import State
+from .step import Step
+
+__all__ = ["initial_state", "SpikingStep", "STATE_DIMS", "SpikeRecorder", "simulate", "read_spikes", "spike_stats",
+           "build_connectivity", "connectivity_loaders", "EMPTY_CONN"]
+
+STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
+              "ring": ("neuron", "slot", "receptor")}
+_VAR_INDEX = {"v": 0, "u": 1, "g0": 2, "g1": 3}
+EMPTY_CONN = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32),
+              np.zeros(0, np.int32))
+
+
+def _draw(spec: Any, seed: int, var: int, pop: int, first: int, n: int) -> np.ndarray:
+    if isinstance(spec, (int, float)):
+        return np.full(n, spec, np.float32)
+    (kind, (a, b)), = spec.items()
+    if kind == "uniform":
+        return (a + (b - a) * uniform_array(seed, (STREAM_INIT << 32) | var, pop, first, n, 0)).astype(np.float32)
+    if kind == "normal":
+        return (a + b * normal_array(seed, (STREAM_INIT << 32) | var, pop, first, n, 0)).astype(np.float32)
+    raise ValueError(f"initial value {spec!r}: expected a number, {{uniform: [lo, hi]}} or {{normal: [mean, std]}}")
+
+
+def _init_chunk(plan: Plan, c: int) -> tuple[np.ndarray, ...]:
+    lo, hi = plan.chunks[c]
+    n = hi - lo
+    v = np.zeros(n, np.float32)
+    u = np.zeros(n, np.float32)
+    g = np.zeros((n, 2), np.float32)
+    for pop, a, b in plan.segments(c):
+        p = plan.net.populations[pop]
+        first, sl = a - int(plan.offsets[pop]), slice(a - lo, b - lo)
+        izh = p.model == "izhikevich"
+        v0 = p.params.get("c", -65.0) if izh else p.params.get("E_L", DEFAULTS[p.model].get("E_L", 0.0))
+        v[sl] = _draw(p.init.get("v", v0), plan.seed, 0, pop, first, b - a)
+        if izh:
+            u[sl] = (_draw(p.init["u"], plan.seed, 1, pop, first, b - a) if "u" in p.init
+                     else np.float32(p.params.get("b", 0.2)) * v[sl])
+            continue
+        for r, name in enumerate(STATE_VARS[p.model][1:3]):
+            if name in p.init:
+                g[sl, r] = _draw(p.init[name], plan.seed, 2 + r, pop, first, b - a)
+    return v, u, g, np.zeros(n, np.int32), np.zeros((n, plan.n_slots, 2), np.int32)
+
+
+def initial_state(plan: Plan) -> State:
+    """The lazy State at step 0: one init task per chunk, values keyed by (seed, variable, neuron)."""
+    parts = [dask.delayed(_init_chunk, nout=5)(plan, c) for c in range(len(plan.chunks))]
+    return State(_assemble(plan, [tuple(p) for p in parts]), STATE_DIMS, {"step": 0, "n_spikes": 0})
+
+
+_SHAPES = {"v": ((), np.float32), "u": ((), np.float32), "g": ((2,), np.float32), "ref": ((), np.int32)}
+
+
+def _assemble(plan: Plan, blocks: list[tuple[Any, ...]]) -> dict[str, da.Array]:
+    out = {}
+    for k, name in enumerate(("v", "u", "g", "ref", "ring")):
+        tail, dtype = ((plan.n_slots, 2), np.int32) if name == "ring" else _SHAPES[name]
+        tag = uuid.uuid4().hex
+        out[name] = da.concatenate([da.from_delayed(b[k], (hi - lo, *tail), dtype, name=f"{name}-{tag}-{c}")
+                                    for c, (b, (lo, hi)) in enumerate(zip(blocks, plan.chunks, strict=True))])
+    return out
+
+
+def _chunk_args(plan: Plan, c: int) -> tuple[Any, ...]:
+    return plan.pop_tables, plan.chunks[c][0], plan.seed, plan.pint, plan.pflt, plan.net.conn_block
+
+
+def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
+                 ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
+                 n_steps: int) -> tuple[Any, ...]:
+    tables, lo, seed, pint, pflt, block = args
+    v, u, g, ref, ring = v.copy(), u.copy(), g.copy(), ref.copy(), ring.copy()
+    hi = lo + v.shape[0]
+    if incoming is not None:
+        deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, ring.shape[1], *conn)
+    spikes = run_window(*tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, *conn)
+    return v, u, g, ref, ring, spikes
+
+
+def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray,
+                  incoming: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    _, lo, seed, pint, pflt, block = args
+    ring = ring.copy()
+    hi = lo + ring.shape[0]
+    deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, ring.shape[1], *conn)
+    return ring
+
+
+def _gather(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    gids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    order = np.lexsort((gids, steps))
+    return steps[order], gids[order]
+
+
+def chunk_connectivity(plan: Plan, loaders: list[Any] | None, c: int) -> Any:
+    """The stored CSR arrays chunk ``c`` needs (a delayed loader), or empty arrays in procedural mode."""
+    return EMPTY_CONN if loaders is None else loaders[c]
+
+
+class SpikingStep(Step):
+    """Advance a spiking network's State; :meth:`outputs` gives the batch's spikes, sorted by (step, neuron).
+
+    Parameters
+    ----------
+    plan
+        The compiled network.
+    loaders
+        Per-chunk delayed stored-connectivity loaders (see ``stores.connectivity``); ``None``: procedural.
+    batch_steps
+        Steps per batch (per graph handed to the scheduler).
+    """
+
+    def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000) -> None:
+        if plan.net.connectivity == "stored" and loaders is None:
+            raise ValueError("a network with connectivity: stored needs its connectivity loaders")
+        self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
+        self._args = [_chunk_args(plan, c) for c in range(len(plan.chunks))]
+
+    def _blocks(self, state: State) -> list[tuple[Any, ...]]:
+        bounds = (tuple(hi - lo for lo, hi in self.plan.chunks),)
+        cols = []
+        for name in ("v", "u", "g", "ref", "ring"):
+            arr = da.asarray(state[name])
+            arr = arr.rechunk(bounds + tuple((s,) for s in arr.shape[1:]))
+            cols.append(arr.to_delayed().ravel())
+        return [tuple(col[c] for col in cols) for c in range(len(self.plan.chunks))]
+
+    def build(self, state: State, n: int) -> State:
+        s0 = int(state.scalars.get("step", 0))
+        blocks = self._blocks(state)
+        n_chunks = len(blocks)
+        conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
+        width = self.plan.window or n
+        task = dask.delayed(_window_task, nout=6)
+        incoming, windows = None, []
+        for s in range(s0, s0 + n, width):
+            k = min(width, s0 + n - s)
+            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k) for c in range(n_chunks)]
+            res = [tuple(r) for r in res]
+            blocks = [r[:5] for r in res]
+            incoming = dask.delayed(_gather)(*[r[5] for r in res])
+            windows.append(incoming)
+        if n_chunks > 1:
+            deliver = dask.delayed(_deliver_task)
+            blocks = [(*b[:4], deliver(self._args[c], conns[c], b[4], incoming)) for c, b in enumerate(blocks)]
+        self._spikes = dask.delayed(_gather)(*windows)
+        return state.update(_assemble(self.plan, blocks))
+
+    def outputs(self, state: State) -> dict[str, Any]:
+        return {"spikes": self._spikes}
+
+
+# -- stored connectivity -------------------------------------------------------------------------------------------
+
+def _materialize(plan: Plan, p: int, c: int) -> tuple[np.ndarray, ...]:
+    from neurochunk.kernels.procedural import I_POST_LO, materialize
+
+    lo, hi = plan.chunks[c]
+    ptr, cols, wq, dl = materialize(plan.pint, plan.pflt, p, plan.seed, plan.net.conn_block, lo, hi)
+    post_lo = int(plan.pint[p, I_POST_LO])
+    base = max(lo, post_lo) - post_lo
+    weights = (wq.astype(np.float64) * plan.pflt[p, 6]).astype(np.float32)
+    return ptr, cols.astype(np.int64) + base, weights, dl
+
+
+def build_connectivity(plan: Plan, url: str, client: Any = None) -> list[str]:
+    """Materialise every projection into ``url/<projection>`` in parallel (blocks written in order).
+
+    The synapses are those the procedural mode generates on the same seed.
+    Returns the projection dataset URLs.
+    """
+    from neurochunk.stores.connectivity import append_block, create_projection
+
+    urls = []
+    n_chunks = len(plan.chunks)
+    for p, proj in enumerate(plan.net.projections):
+        target = f"{str(url).rstrip('/')}/{proj.name}"
+        ds = create_projection(target, n_pre=int(plan.pint[p, 2]), n_post=int(plan.pint[p, 4]), n_blocks=n_chunks,
+                               attrs={"projection": proj.name, "seed": plan.seed, "rule": proj.rule,
+                                      "chunks": [list(c) for c in plan.chunks], "quantum": float(plan.pflt[p, 6])})
+        width = max(1, len(client.scheduler_info()["workers"]) * 2) if client is not None else 2
+        for first in range(0, n_chunks, width):
+            parts = [dask.delayed(_materialize)(plan, p, c) for c in range(first, min(n_chunks, first + width))]
+            blocks = client.compute(parts, sync=True) if client is not None else dask.compute(*parts)
+            for k, blk in enumerate(blocks):
+                append_block(ds, first + k, *blk)
+        urls.append(target)
+    return urls
+
+
+def _load_chunk(plan: Plan, urls: list[str], c: int) -> tuple[np.ndarray, ...]:
+    from neurochunk.stores import Dataset
+    from neurochunk.stores.connectivity import read_block
+
+    lo, _ = plan.chunks[c]
+    ptrs, offs, cols, wqs, dls = [], [], [], [], []
+    n_ptr = n_syn = 0
+    for p, u in enumerate(urls):
+        ptr, idx, w, d = read_block(Dataset.open(u, kind="connectivity"), c)
+        offs.append(n_ptr)
+        ptrs.append(ptr + n_syn)
+        n_ptr += len(ptr)
+        n_syn += len(idx)
+        cols.append((idx.astype(np.int64) + int(plan.pint[p, 3]) - lo).astype(np.int32))
+        wqs.append(np.rint(w.astype(np.float64) / plan.pflt[p, 6]).astype(np.int32))
+        dls.append(d.astype(np.int32))
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    return (cat(ptrs, np.int64) if ptrs else np.zeros(1, np.int64), np.array(offs, np.int64), cat(cols, np.int32),
+            cat(wqs, np.int32), cat(dls, np.int32))
+
+
+def connectivity_loaders(plan: Plan, urls: list[str]) -> list[Any]:
+    """One delayed reader per chunk of the stored synapses it receives (streamed from the store each batch)."""
+    return [dask.delayed(_load_chunk, pure=True)(plan, list(urls), c) for c in range(len(plan.chunks))]
+
+
+# -- recording, checkpoints, resume ---------------------------------------------------------------------------------
+
+class SpikeRecorder:
+    """Append a run's spikes to a ``spikes`` dataset (``t`` in ms, ``neuron`` ids; chunked by time)."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    @classmethod
+    def create(cls, url: str, plan: Plan, *, chunk: int = 1 << 18, **opts: Any) -> SpikeRecorder:
+        from neurochunk.stores import Dataset
+
+        pops = {p.name: [int(plan.offsets[k]), int(plan.offsets[k + 1])] for k, p in enumerate(plan.net.populations)}
+        ds = Dataset.create(url, "spikes", attrs={"dt": plan.dt, "populations": pops, "n_neurons": plan.n,
+                                                  "n_spikes": 0, "steps": 0}, overwrite=True, **opts)
+        ds.create_array("t", (0,), np.float64, chunks=(chunk,), dims=("spike",))
+        ds.create_array("neuron", (0,), np.int64, chunks=(chunk,), dims=("spike",))
+        return cls(ds)
+
+    @property
+    def n_spikes(self) -> int:
+        return int(self.ds.attrs["n_spikes"])
+
+    def append(self, steps: np.ndarray, gids: np.ndarray, upto_step: int) -> None:
+        if len(steps):
+            self.ds["t"].append(steps.astype(np.float64) * float(self.ds.attrs["dt"]))
+            self.ds["neuron"].append(gids.astype(np.int64))
+        self.ds.update_attrs(n_spikes=self.n_spikes + len(steps), steps=int(upto_step))
+
+    def truncate(self, n_spikes: int, step: int) -> None:
+        """Forget spikes recorded after a checkpoint (a run killed between recording and committing)."""
+        for name in ("t", "neuron"):
+            self.ds[name].resize((n_spikes,))
+        self.ds.update_attrs(n_spikes=int(n_spikes), steps=int(step))
+
+
+def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = None, checkpoint_url: str | None = None,
+             checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
+             connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None) -> dict[str, Any]:
+    """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
+
+    Spikes go to ``spikes_url``; with ``checkpoint_url`` the full State is
+    committed every ``checkpoint_every_ms`` (after the batch's spikes are
+    recorded) and at the end. Returns a summary with the Runner's reports.
+    """
+    from neurochunk.stores import Dataset
+
+    from .runner import Runner
+
+    plan = net.plan() if hasattr(net, "plan") else net
+    total = int(round(duration_ms / plan.dt))
+    loaders = None
+    if plan.net.connectivity == "stored":
+        if connectivity_url is None:
+            raise ValueError("connectivity: stored needs a connectivity_url to write the synapses to")
+        names = [f"{str(connectivity_url).rstrip('/')}/{p.name}" for p in plan.net.projections]
+        if not (resume and all(_complete(u, len(plan.chunks)) for u in names)):
+            names = build_connectivity(plan, connectivity_url, client)
+        loaders = connectivity_loaders(plan, names)
+    ckpt = None
+    state = None
+    if checkpoint_url is not None:
+        try:
+            ckpt = Dataset.open(checkpoint_url, kind="neuron_state", mode="r+") if resume else None
+        except FileNotFoundError:
+            ckpt = None
+        if ckpt is not None and ckpt.commits.latest() is not None:
+            state = State.restore(ckpt)
+            recorder = SpikeRecorder(Dataset.open(spikes_url, kind="spikes", mode="r+"))
+            recorder.truncate(int(state.scalars["n_spikes"]), int(state.scalars["step"]))
+        if ckpt is None:
+            ckpt = Dataset.create(checkpoint_url, "neuron_state", attrs={"dt": plan.dt, "model": "network"},
+                                  overwrite=True)
+    if state is None:
+        state = initial_state(plan)
+        recorder = SpikeRecorder.create(spikes_url, plan)
+    every = int(round(checkpoint_every_ms / plan.dt)) if checkpoint_every_ms else 0
+    batch = max(1, int(round(batch_ms / plan.dt)))
+    if every:
+        batch = min(batch, every)
+    last = {"ckpt": int(state.scalars["step"])}
+
+    def record(report: Any, st: State) -> None:
+        steps, gids = report.outputs["spikes"]
+        now = report.first_step + report.n_steps
+        recorder.append(steps, gids, now)
+        if ckpt is not None and ((every and now - last["ckpt"] >= every) or now >= total):
+            st.update(n_spikes=recorder.n_spikes).checkpoint(ckpt, f"step-{now}")
+            last["ckpt"] = now
+        if on_batch is not None:
+            on_batch(report, st)
+
+    step = SpikingStep(plan, loaders, batch_steps=batch)
+    runner = Runner(step, state, client=client, on_batch=record, progress=progress)
+    remaining = total - runner.steps_done
+    if remaining > 0:
+        runner.run(remaining)
+    return {"spikes_url": str(recorder.ds.url), "steps": runner.steps_done, "n_spikes": recorder.n_spikes,
+            "reports": runner.reports, "plan": plan, "state": runner.state}
+
+
+def _complete(url: str, n_blocks: int) -> bool:
+    from neurochunk.stores import Dataset
+
+    try:
+        return int(Dataset.open(url, kind="connectivity").attrs["blocks_written"]) == n_blocks
+    except (FileNotFoundError, KeyError):
+        return False
+
+
+def read_spikes(url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(t ms, neuron ids, attributes)`` of a spikes dataset (in memory)."""
+    from neurochunk.stores import Dataset
+
+    ds = Dataset.open(url, kind="spikes")
+    n = int(ds.attrs["n_spikes"])
+    return np.asarray(ds["t"][:n]), np.asarray(ds["neuron"][:n]), ds.attrs
+
+
+def spike_stats(t: np.ndarray, gids: np.ndarray, populations: dict[str, list[int]], duration_ms: float,
+                skip_ms: float = 100.0) -> dict[str, Any]:
+    """Mean rate (Hz) per population and overall, and the mean ISI CV (spikes after ``skip_ms``)."""
+    out: dict[str, Any] = {}
+    n = max(hi for _, hi in populations.values())
+    out["rate"] = len(t) / n / (duration_ms / 1e3)
+    for name, (lo, hi) in populations.items():
+        out[f"rate_{name}"] = float(((gids >= lo) & (gids < hi)).sum()) / (hi - lo) / (duration_ms / 1e3)
+    keep = t >= skip_ms
+    tt, ii = t[keep], gids[keep]
+    order = np.lexsort((tt, ii))
+    tt, ii = tt[order], ii[order]
+    isi = np.diff(tt)
+    same = ii[1:] == ii[:-1]
+    isi, owner = isi[same], ii[1:][same]
+    cvs = []
+    if len(isi):
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        for a, b in zip(starts, np.r_[starts[1:], len(owner)], strict=True):
+            x = isi[a:b]
+            if len(x) >= 2 and x.mean() > 0:
+                cvs.append(x.std() / x.mean())
+    out["cv"] = float(np.mean(cvs)) if cvs else None
+    return out

@@ -79,8 +79,11 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
             import dask
 
             dask.config.set(num_workers=a["workers"])
-        # warm-up: load the compiled kernels (numba cache) and the cluster's imports outside the clock
-        connected_components(np.ones((4, 4, 4), np.uint8), out + "-warm", method=method, client=client, progress=False)
+        # warm-up: load the compiled kernels (numba cache) and the imports on every worker outside the clock
+        if client is not None:
+            client.run(lambda: __import__("neurochunk.pipeline.components"))
+        connected_components(np.ones((8, 8, 8), np.uint8), out + "-warm", method=method, client=client,
+                             chunks=(2, 2, 2), progress=False)
         t = time.perf_counter()
         ds = connected_components(open_volume(src), out, connectivity=26, binary=binary, method=method,
                                   client=client, progress=False)
@@ -327,7 +330,8 @@ def main() -> None:
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n## {a.scenario} ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
+    load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    print(f"\n## {a.scenario} ({os.cpu_count()} cores{load}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
     print(text)
 
 

@@ -97,8 +97,10 @@ def run_tasks(tasks: Sequence[Any], client: Any = None, desc: str = "", progress
 def _halo_task(src: Any, dst: Any, box: Box, kernel: Callable[..., Any], halo: Sequence[int], mode: str,
                cval: Any, kwargs: dict[str, Any], extra: Sequence[Any] = ()) -> int:
     blocks = [read_box(a, box, halo, mode, cval) for a in (src, *extra)]
-    if kwargs.get("xp") is not None:
-        blocks = [kwargs["xp"].asarray(b) for b in blocks]
+    if kwargs.get("xp") == "cupy":
+        import cupy
+
+        blocks = [cupy.asarray(b) for b in blocks]
         kwargs = {k: v for k, v in kwargs.items() if k != "xp"}
     result = kernel(*blocks, **kwargs)
     if hasattr(result, "get") and not isinstance(result, np.ndarray):
@@ -133,7 +135,7 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     extra
         More volumes or arrays of the same shape; the same grown box of each is
         passed to ``kernel`` after the first (``kernel(block, *extra_blocks, **kwargs)``).
-        ``kwargs["xp"] = cupy`` moves the blocks to the GPU first.
+        ``kwargs["xp"] = "cupy"`` moves the blocks to the GPU first.
 
     Returns
     -------

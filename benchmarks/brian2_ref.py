@@ -51,7 +51,7 @@ def brunel(cfg):
                     refractory=2 * ms, method="exact", namespace={"tau": tau, "theta": theta})
     rng = np.random.default_rng(cfg.get("seed", 0))
     syns = []
-    for lo, hi, k, w in ((0, n_e, c_e, J), (n_e, n, c_i, -g * J)):
+    for lo, hi, k, w in [] if cfg.get("no_recurrence") else ((0, n_e, c_e, J), (n_e, n, c_i, -g * J)):
         S = Synapses(P, P, on_pre=f"v_post += {w}*mV", delay=cfg.get("delay_ms", 1.5) * ms)
         if cfg.get("rule", "fixed_indegree") == "fixed_indegree":
             S.connect(i=rng.integers(lo, hi, size=n * k), j=np.repeat(np.arange(n), k))

@@ -6,7 +6,8 @@ Models (units: ms, mV, nS, pF, pA):
   (exponential decay), ``C dv/dt = gL (EL - v) + ge (Ee - v) + gi (Ei - v) + I_ext``; Euler.
 - ``lif_cuba_exp``: LIF with exponential current synapses ``Ie``/``Ii`` in mV,
   ``tau_m dv/dt = EL - v + Ie + Ii + RI_ext``; Euler.
-- ``lif_cuba_delta``: LIF whose synapses jump ``v``; exact integration.
+- ``lif_cuba_delta``: LIF whose synapses jump ``v``; exact integration. As in Brian2,
+  ``v`` is clamped while refractory: input arriving then is lost.
 - ``izhikevich``: Izhikevich (2003) with delta synapses on ``v``; Euler.
 
 Step order follows Brian2: arrivals, integrate (``v`` frozen while refractory),
@@ -215,9 +216,10 @@ def _lif_cuba_exp(prm, q0, q1, ref_steps, v, g, ref, ring, slot, i0, i1, flags):
 def _lif_cuba_delta(prm, q0, q1, ref_steps, v, ref, ring, slot, i0, i1, flags):
     for i in range(i0, i1):
         x0, x1 = _take(ring, slot, i, q0, q1)
-        vi = v[i] + x0 + x1
+        vi = v[i]
         r = ref[i]
         if r == 0:
+            vi = vi + x0 + x1
             vi = prm[1] + (vi - prm[1]) * prm[0] + prm[4]
         else:
             r -= 1

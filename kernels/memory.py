@@ -11,6 +11,8 @@ keyed by (seed, counter), so every process draws the same numbers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -115,28 +117,36 @@ def lookup_sorted(ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _sum_runs(sorted_ids: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = sorted_ids.shape[0]
+def _sum_runs(ids: np.ndarray, order: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = order.shape[0]
     uids = np.empty(n, np.uint64)
     sums = np.empty(n, np.float64)
     occ = np.empty(n, np.int64)
     m = -1
-    for i in range(n):
-        if i == 0 or sorted_ids[i] != sorted_ids[i - 1]:
-            m += 1
-            uids[m] = sorted_ids[i]
-            sums[m] = 0.0
-            occ[m] = 0
-        sums[m] += deltas[i]
-        occ[m] += 1
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and ids[order[j]] == ids[order[i]]:
+            j += 1
+        m += 1
+        uids[m] = ids[order[i]]
+        if j - i == 1:
+            sums[m] = deltas[order[i]]
+        else:
+            run = np.sort(order[i:j])  # an unstable sort scrambles equal ids: sum them in arrival order
+            acc = 0.0
+            for r in range(run.shape[0]):
+                acc += deltas[run[r]]
+            sums[m] = acc
+        occ[m] = j - i
+        i = j
     return uids[: m + 1], sums[: m + 1], occ[: m + 1]
 
 
 def aggregate_deltas(ids: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique sorted ids, their deltas summed in float64 in arrival order, and occurrence counts."""
     ids = np.ascontiguousarray(ids, dtype=np.uint64)
-    order = np.argsort(ids, kind="stable")
-    return _sum_runs(ids[order], np.ascontiguousarray(deltas, dtype=np.float64)[order])
+    return _sum_runs(ids, np.argsort(ids), np.ascontiguousarray(deltas, dtype=np.float64))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -154,26 +164,60 @@ def _bin(x: np.float32, bins: int, edges: np.ndarray) -> int:
     return b
 
 
-@numba.njit(nogil=True, cache=True)
+def _make_decay_stats(exact_bins: bool) -> Any:
+    @numba.njit(nogil=True, cache=True)
+    def kernel(s: np.ndarray, factor: np.float32, decay: bool, edges: np.ndarray) -> tuple[float, float, np.ndarray]:
+        bins = edges.shape[0] - 1
+        fb = np.float32(bins)
+        hist = np.zeros(4 * bins, np.int64)  # four interleaved histograms break the store-to-load chain
+        a0 = a1 = a2 = a3 = 0.0
+        mx = np.float32(0.0)
+        n = s.shape[0]
+        for i in range(0, n - n % 4, 4):
+            v0, v1, v2, v3 = s[i], s[i + 1], s[i + 2], s[i + 3]
+            if decay:
+                v0 = min(max(v0 * factor, np.float32(0.0)), np.float32(1.0))
+                v1 = min(max(v1 * factor, np.float32(0.0)), np.float32(1.0))
+                v2 = min(max(v2 * factor, np.float32(0.0)), np.float32(1.0))
+                v3 = min(max(v3 * factor, np.float32(0.0)), np.float32(1.0))
+                s[i], s[i + 1], s[i + 2], s[i + 3] = v0, v1, v2, v3
+            a0 += v0
+            a1 += v1
+            a2 += v2
+            a3 += v3
+            mx = max(mx, max(max(v0, v1), max(v2, v3)))
+            if exact_bins:  # power-of-two bin counts: v * bins is exact, no edge correction needed
+                hist[min(int(v0 * fb), bins - 1)] += 1
+                hist[bins + min(int(v1 * fb), bins - 1)] += 1
+                hist[2 * bins + min(int(v2 * fb), bins - 1)] += 1
+                hist[3 * bins + min(int(v3 * fb), bins - 1)] += 1
+            else:
+                hist[_bin(v0, bins, edges)] += 1
+                hist[bins + _bin(v1, bins, edges)] += 1
+                hist[2 * bins + _bin(v2, bins, edges)] += 1
+                hist[3 * bins + _bin(v3, bins, edges)] += 1
+        for i in range(n - n % 4, n):
+            v = s[i]
+            if decay:
+                v = min(max(v * factor, np.float32(0.0)), np.float32(1.0))
+                s[i] = v
+            a0 += v
+            mx = max(mx, v)
+            hist[_bin(v, bins, edges)] += 1
+        out = hist[:bins] + hist[bins : 2 * bins] + hist[2 * bins : 3 * bins] + hist[3 * bins :]
+        return (a0 + a1) + (a2 + a3), mx, out
+
+    return kernel
+
+
+_decay_stats_exact = _make_decay_stats(True)
+_decay_stats_general = _make_decay_stats(False)
+
+
 def _decay_stats(s: np.ndarray, factor: np.float32, decay: bool, edges: np.ndarray) -> tuple[float, float, np.ndarray]:
     bins = edges.shape[0] - 1
-    hist = np.zeros((4, bins), np.int64)  # four interleaved histograms break the store-load chain
-    acc = np.zeros(4, np.float64)
-    mx = np.zeros(4, np.float32)
-    n = s.shape[0]
-    for i in range(n):
-        v = s[i]
-        if decay:
-            v = v * factor
-            v = min(max(v, np.float32(0.0)), np.float32(1.0))
-            s[i] = v
-        lane = i & 3
-        acc[lane] += v
-        if v > mx[lane]:
-            mx[lane] = v
-        hist[lane, _bin(v, bins, edges)] += 1
-    total = (acc[0] + acc[1]) + (acc[2] + acc[3])
-    return total, max(max(mx[0], mx[1]), max(mx[2], mx[3])), hist.sum(axis=0)
+    kernel = _decay_stats_exact if bins & (bins - 1) == 0 else _decay_stats_general
+    return kernel(s, factor, decay, edges)
 
 
 def _edges(bins: int) -> np.ndarray:
@@ -297,8 +341,9 @@ class MaintainedTopK:
     below the bound) it falls back to a full :func:`top_k`.
     """
 
-    def __init__(self, k: int, slack: int = 64) -> None:
-        self.k, self.size = k, k + slack
+    def __init__(self, k: int, slack: int | None = None) -> None:
+        # a wide slack keeps the bound on the outside well below the k-th candidate for many iterations
+        self.k, self.size = k, k + (slack if slack is not None else max(64, 3 * k))
         self.cand = np.empty(0, np.int64)
         self.outside = np.float32(np.inf)  # inf: not built yet
         self.rebuilds = 0
@@ -316,7 +361,16 @@ class MaintainedTopK:
             return self.cand[: self.k]
         if self.outside > -np.inf:
             self.outside = np.float32(min(max(self.outside * factor, np.float32(0)), np.float32(1)))
-        pool = np.union1d(self.cand, changed) if len(changed) else self.cand
+        if len(changed):
+            # a changed memory below the weakest candidate only raises the bound on the outside
+            floor = strength[self.cand].min() if len(self.cand) else np.float32(np.inf)
+            vals = strength[changed]
+            low = vals < floor
+            if low.any():
+                self.outside = max(self.outside, np.float32(vals[low].max()))
+            pool = np.union1d(self.cand, changed[~low])
+        else:
+            pool = self.cand
         order = np.lexsort((ids[pool], -strength[pool].astype(np.float64)))
         pool = pool[order]
         if len(pool) > self.size:

@@ -1,0 +1,70 @@
+"""cupy twins of the memory-bank kernels against the numba CPU kernels, on fresh random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cp = pytest.importorskip("cupy")
+
+from neurochunk.kernels import memory as K  # noqa: E402
+from neurochunk.kernels import memory_gpu as G  # noqa: E402
+from neurochunk.pipeline import memorybank as mb  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not G.available(), reason="no CUDA device")]
+
+
+@pytest.fixture()
+def rng():
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print("seed", seed)
+    return np.random.default_rng(seed)
+
+
+@pytest.mark.parametrize("bins", [10, 64])
+def test_decay_stats_twin(rng, bins):
+    s = rng.random(1_000_003).astype(np.float32)
+    s[:6] = [0.0, 1.0, 0.3, 0.7, 1 / 3, 0.9]
+    g = cp.asarray(s)
+    total, mx, hist = K.decay_stats(s, 0.013, bins)
+    gt, gm, gh = G.decay_stats(g, 0.013, bins)
+    np.testing.assert_array_equal(cp.asnumpy(g), s)
+    np.testing.assert_array_equal(cp.asnumpy(gh), hist)
+    assert gm == mx and gt == pytest.approx(total, rel=1e-12)
+    np.testing.assert_array_equal(hist, np.histogram(s, bins, range=(0, 1))[0])
+
+
+def test_keyed_reinforcement_twin(rng):
+    seed, step = int(rng.integers(1 << 40)), int(rng.integers(1000))
+    ids, d = K.keyed_reinforcement(seed, 3, step, 50_000, 20_000, 0.3, -0.1)
+    gi, gd = G.keyed_reinforcement(seed, 3, step, 50_000, 20_000, 0.3, -0.1)
+    np.testing.assert_array_equal(cp.asnumpy(gi), ids)
+    np.testing.assert_array_equal(cp.asnumpy(gd), d)
+
+
+@pytest.mark.parametrize("bins", [16, 10])
+def test_fused_iterations_twin(rng, bins):
+    n, k = 200_000, 20
+    ids = np.sort(K.keyed_ids(2, n))
+    s = rng.random(n).astype(np.float32)
+    src = mb.KeyedSource(int(rng.integers(1 << 30)), 2, n, 3000, 0.4, -0.2)
+    part = mb.Partition(0, ids, s.copy(), np.zeros(n, np.uint32), np.zeros(n, np.int64))
+    cpu_part, cpu = mb._block(part, 0, 8, 0.02, src, k, bins, 1)
+    gs, gc, gl = cp.asarray(s), cp.zeros(n, cp.uint32), cp.zeros(n, cp.int64)
+    gpu = G.block(cp.asarray(ids), gs, gc, gl, 0, 8, 0.02,
+                  lambda t: G.keyed_reinforcement(src.seed, 2, t, n, 3000, 0.4, -0.2), k, bins)
+    np.testing.assert_array_equal(cp.asnumpy(gs), cpu_part.strength)
+    np.testing.assert_array_equal(cp.asnumpy(gc), cpu_part.count)
+    np.testing.assert_array_equal(cp.asnumpy(gl), cpu_part.last_step)
+    np.testing.assert_array_equal(gpu["hist"], cpu["hist"])
+    np.testing.assert_array_equal(gpu["maxima"], cpu["maxima"])
+    np.testing.assert_allclose(gpu["sums"], cpu["sums"], rtol=1e-12)
+    np.testing.assert_array_equal(gpu["top_i"], cpu["top_i"])
+    np.testing.assert_array_equal(gpu["top_s"], cpu["top_s"])
+
+
+def test_top_k_twin(rng):
+    s = rng.random(300_000).astype(np.float32)
+    s[rng.integers(0, len(s), 500)] = 0.9995  # ties inside the top-k rank by id
+    ids = rng.permutation(len(s)).astype(np.uint64)
+    np.testing.assert_array_equal(cp.asnumpy(G.top_k(cp.asarray(s), cp.asarray(ids), 300)), K.top_k(s, ids, 300))

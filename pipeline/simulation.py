@@ -334,6 +334,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if on_batch is not None:
             on_batch(report, st)
 
+    state = state.persist(client)  # the first batch's two graphs (state, spikes) then share plain inputs
     step = SpikingStep(plan, loaders, batch_steps=batch)
     runner = Runner(step, state, client=client, on_batch=record, progress=progress)
     remaining = total - runner.steps_done

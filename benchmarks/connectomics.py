@@ -67,7 +67,7 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
         from neurochunk.pipeline.components import connected_components
         from neurochunk.stores.ome import open_volume
 
-        method = "numba" if "numba" in name else "cc3d"
+        method = "numba" if "numba" in name else "cupy" if "cupy" in name else "cc3d"
         client = cluster = None
         if "procs" in name:
             from distributed import Client, LocalCluster
@@ -194,6 +194,7 @@ def table(rows: list[tuple[str, dict[str, Any]]], voxels: int) -> str:
 
 
 def scenario_cc(a: argparse.Namespace, work: Path, names: list[str], binary: bool = False) -> str:
+    names = a.contenders.split(",") if a.contenders else names
     src = make_input(work, a.size, a.chunk)
     base = {"input": str(src), "output": str(work / "out.zarr"), "workers": a.workers, "chunk": a.chunk,
             "binary": binary, "worker_memory": a.worker_memory}
@@ -288,8 +289,25 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
         ds = connected_components(open_volume(src), work / f"e2e-{method}.zarr", method=method, progress=False,
                                   resume=False)
         dt = time.perf_counter() - t
-        rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method} ({ds.attrs['n_labels']} labels) "
+        rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method}, {a.workers} threads "
+                    f"({ds.attrs['n_labels']} labels) "
                     f"| {x.size / dt / 1e6:.0f} | {dt:.2f} |")
+
+    from distributed import Client, LocalCluster
+
+    for procs in (a.workers, a.workers // 2):
+        with LocalCluster(n_workers=procs, threads_per_worker=1, processes=True, dashboard_address=None,
+                          memory_limit=0) as cluster, Client(cluster) as client:
+            client.run(lambda: __import__("neurochunk.pipeline.components"))
+            for method in ("cupy", "cc3d"):
+                connected_components(x[:128, :128, :128], work / f"pw-{method}.zarr", method=method,
+                                     chunks=(32, 32, 32), client=client, progress=False, resume=False)
+                t = time.perf_counter()
+                ds = connected_components(open_volume(src), work / f"pe2e-{method}.zarr", method=method,
+                                          client=client, progress=False, resume=False)
+                dt = time.perf_counter() - t
+                rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method}, {procs} process workers "
+                            f"({ds.attrs['n_labels']} labels) | {x.size / dt / 1e6:.0f} | {dt:.2f} |")
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     return f"GPU: {name}, {time.strftime('%Y-%m-%d')}\n\n" + "\n".join(rows)
 
@@ -302,6 +320,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--worker-memory", default=None, help="memory limit per process worker (large scenario)")
     p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--contenders", default=None, help="comma-separated contenders instead of the scenario's own")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per contender before it is cut off")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--contender", help=argparse.SUPPRESS)
@@ -320,7 +339,7 @@ def main() -> None:
             text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "cc3d-whole", "dask-image"], binary=True)
         elif a.scenario == "large":
             text = scenario_cc(a, work, ["neurochunk-procs-cc3d", "neurochunk-threads-cc3d"])
-            text += f"\n\nprocess workers capped at {a.worker_memory} each"
+            text += f"\n\nprocess workers capped at {a.worker_memory} each (threads: no cap, one process)"
         elif a.scenario == "halo":
             text = scenario_halo(a, work)
         elif a.scenario == "gpu":

@@ -59,6 +59,9 @@ def brunel(cfg):
             S.connect(f"i >= {lo} and i < {hi}", p=k / (hi - lo))
         syns.append(S)
     syns.append(PoissonInput(P, "v", c_e, nu_ext, weight=J * mV))
+    if cfg.get("v_uniform"):
+        lo, hi = cfg["v_uniform"]
+        P.v = f"({lo} + rand() * {hi - lo}) * mV"
     return P, n_e, syns
 
 

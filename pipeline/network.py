@@ -262,7 +262,8 @@ def coba_network(n: int = 4000, *, p: float = 0.02, seed: int = 0, chunk: int | 
 
 def brunel_network(n: int = 12500, *, g: float = 5.0, eta: float = 2.0, j: float = 0.1, epsilon: float = 0.1,
                    delay: float = 1.5, seed: int = 0, chunk: int | None = None, dt: float = 0.1,
-                   rule: str = "fixed_indegree", conn_block: int = 1024, connectivity: str | None = None) -> Network:
+                   rule: str = "fixed_indegree", conn_block: int = 1024, connectivity: str | None = None,
+                   v_init: Any = 0.0) -> Network:
     """Brunel (2000) model A: 80% E, 20% I delta-synapse LIF, in-degree ``epsilon * N_E``."""
     n_e = n * 4 // 5
     n_i = n - n_e
@@ -271,7 +272,9 @@ def brunel_network(n: int = 12500, *, g: float = 5.0, eta: float = 2.0, j: float
     nu_ext = eta * theta / (j * c_e * tau) * 1e3  # Hz per external source
     params = {"tau_m": tau, "E_L": 0.0, "V_th": theta, "V_reset": 10.0, "t_ref": 2.0}
     bg = {"rate": c_e * nu_ext, "weight": j, "receptor": "v"}
-    pops = (Population("E", n_e, "lif_cuba_delta", params, {}, bg), Population("I", n_i, "lif_cuba_delta", params, {}, bg))
+    init = {"v": v_init}
+    pops = (Population("E", n_e, "lif_cuba_delta", params, init, bg),
+            Population("I", n_i, "lif_cuba_delta", params, init, bg))
     projs = []
     for a, w, k, n_pre in (("E", j, c_e, n_e), ("I", -g * j, c_i, n_i)):
         for b in ("E", "I"):

@@ -1,0 +1,202 @@
+"""Spiking-network benchmarks: neurochunk against Brian2 2.9 in the same run.
+
+Scenarios (one command each):
+
+``python benchmarks/brain.py coba``
+    COBA-4000 (Vogels-Abbott), 1 s of biological time: neurochunk's kernel loop alone and the whole
+    run through the Dask Runner on a LocalCluster (spikes recorded to Zarr), against Brian2's numpy
+    and cython runtimes and cpp_standalone (loop alone and whole process).
+``python benchmarks/brain.py brunel --sizes 12500,125000,1250000``
+    Brunel (2000) A with 1,000 E + 250 I inputs per neuron, procedural fixed probability, Poisson
+    background: wall seconds per simulated ms, synaptic events per second, peak RSS; Brian2 (numpy) on
+    the sizes up to ``--brian-max``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BRIAN2 = ROOT / ".venv-brian2" / "bin" / "python"
+
+
+def brian2(cfg: dict) -> dict | None:
+    if not BRIAN2.exists():
+        return None
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(BRIAN2), str(ROOT / "benchmarks" / "brian2_ref.py"), json.dumps(cfg)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _kernel_loop(net, steps: int) -> tuple[float, np.ndarray, np.ndarray]:
+    from neurochunk.pipeline.simulation import EMPTY_CONN, _chunk_args, _init_chunk, _window_task
+
+    plan = net.plan()
+    args = _chunk_args(plan, 0)
+    _window_task(args, EMPTY_CONN, *_init_chunk(plan, 0), None, 0, 10)  # compile (cached on disk)
+    state = _init_chunk(plan, 0)
+    t0 = time.perf_counter()
+    out = _window_task(args, EMPTY_CONN, *state, None, 0, steps)
+    return time.perf_counter() - t0, out[5][0], out[5][1]
+
+
+def coba(args: argparse.Namespace) -> None:
+    from distributed import Client, LocalCluster
+
+    from neurochunk.pipeline.network import coba_network
+    from neurochunk.pipeline.simulation import simulate
+
+    rows = []
+    loops = [_kernel_loop(coba_network(seed=1), 10_000)[0] for _ in range(args.repeat)]
+    rows.append(("neurochunk kernel loop (1 chunk, 1 thread)", float(np.median(loops)), None))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
+            Client(cl) as client:
+        walls = []
+        for r in range(args.repeat):
+            d = tempfile.mkdtemp()
+            t0 = time.perf_counter()
+            res = simulate(coba_network(seed=1), 1000, spikes_url=f"{d}/s.zarr", client=client, progress=False,
+                           batch_ms=1000)
+            walls.append(time.perf_counter() - t0)
+        rows.append(("neurochunk simulate() on LocalCluster, spikes to Zarr", float(np.median(walls)), None))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from neurochunk.pipeline.network import coba_network;"
+                    "from neurochunk.pipeline.simulation import simulate;import tempfile;"
+                    "simulate(coba_network(seed=1),1000,spikes_url=tempfile.mkdtemp()+'/s.zarr',progress=False,"
+                    "batch_ms=1000)"], check=True, capture_output=True)
+    rows.append(("neurochunk whole process (python -c simulate, local threads)", time.perf_counter() - t0, None))
+    for target in args.brian_targets.split(","):
+        ref = brian2({"net": "coba", "duration_ms": 1000, "target": target, "seed": 1})
+        if ref is None or "error" in ref:
+            rows.append((f"Brian2 {target}", None, ref and ref.get("error")))
+            continue
+        rows.append((f"Brian2 {target}: run()", ref["run_s"], f"rate {ref['rate']:.1f} Hz"))
+        if ref.get("loop_s"):
+            rows.append((f"Brian2 {target}: simulation loop alone", ref["loop_s"], None))
+        rows.append((f"Brian2 {target}: whole process", ref["process_s"], None))
+    print(f"COBA-4000, 1 s biological time, dt 0.1 ms ({os.cpu_count()} cores; median of {args.repeat})")
+    print(f"{'what':<62} {'wall s':>9}  note")
+    for what, s, note in rows:
+        print(f"{what:<62} {'-' if s is None else f'{s:9.3f}'}  {note or ''}")
+
+
+def brunel(args: argparse.Namespace) -> None:
+    from neurochunk.pipeline.network import brunel_network
+    from neurochunk.pipeline.simulation import spike_stats
+
+    print(f"Brunel A, procedural fixed probability (1,000 E + 250 I inputs), {os.cpu_count()} cores")
+    print(f"{'neurons':>11} {'sim ms':>7} {'wall s':>8} {'s/sim ms':>9} {'events/s':>10} {'rate Hz':>8} "
+          f"{'peak RSS GiB':>12} | {'Brian2 numpy s/sim ms':>21} {'Brian2 rate':>11}")
+    for n in [int(x) for x in args.sizes.split(",")]:
+        sim_ms = max(args.min_ms, args.events_budget / (n * 1250 * 40e-3))
+        steps = int(sim_ms / 0.1)
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n)
+        wall, st, gid = _kernel_loop(net, steps)
+        out_degree = np.where(gid < n * 4 // 5, 1000 / (n * 4 // 5) * n, 250 / (n - n * 4 // 5) * n)
+        events = float(out_degree.sum())
+        stats = spike_stats(st * 0.1, gid, {"E": [0, n * 4 // 5], "I": [n * 4 // 5, n]}, sim_ms, skip_ms=0)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        ref_txt = ""
+        if n <= args.brian_max:
+            ref = brian2({"net": "brunel", "n": n, "duration_ms": sim_ms, "target": "numpy",
+                          "rule": "fixed_probability", "seed": 1, "v_uniform": [10, 20]})
+            if ref and "error" not in ref:
+                ref_txt = f"{ref['run_s'] / sim_ms:21.4f} {ref['rate']:11.1f}"
+            else:
+                ref_txt = f"{'failed':>21}"
+        else:
+            ref_txt = f"{'not run':>21}"
+        print(f"{n:>11,} {sim_ms:7.1f} {wall:8.2f} {wall / sim_ms:9.4f} {events / wall:10.3g} "
+              f"{stats['rate']:8.1f} {rss:12.2f} | {ref_txt}", flush=True)
+
+
+def gpu(args: argparse.Namespace) -> None:
+    import cupy as cp
+
+    from neurochunk.kernels.network_gpu import run_window_gpu
+    from neurochunk.kernels.rng import STREAM_INIT, uniform_array
+    from neurochunk.pipeline.network import brunel_network
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    x = cp.empty(2**29, cp.float32)
+    y = cp.empty_like(x)
+    cp.copyto(y, x)
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(5):
+        e0.record()
+        cp.copyto(y, x)
+        e1.record()
+        e1.synchronize()
+        times.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
+    bandwidth = 2 * x.nbytes / float(np.median(times))
+    del x, y
+    print(f"GPU {props['name'].decode()}: measured copy bandwidth {bandwidth / 1e9:.0f} GB/s "
+          f"({time.strftime('%Y-%m-%d')})")
+    print(f"{'neurons':>12} {'sim ms':>7} {'wall s':>8} {'s/sim s':>9} {'events/s':>10} {'rate Hz':>8} "
+          f"{'bytes/event at BW':>17}")
+    for n in [int(v) for v in args.sizes.split(",")]:
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n)
+        plan = net.plan()
+        v = cp.asarray((10.0 + 10.0 * uniform_array(plan.seed, (STREAM_INIT << 32), 0, 0, n, 0)).astype(np.float32))
+        u = cp.zeros(n, cp.float32)
+        g = cp.zeros((n, 2), cp.float32)
+        ref = cp.zeros(n, cp.int32)
+        ring = cp.zeros((n, plan.n_slots, 2), cp.int32)
+        warm = 5
+        run_window_gpu(plan.pop_tables, v, u, g, ref, ring, 0, warm, 0, plan.seed, plan.pint, plan.pflt, n)
+        steps = int(max(20, min(args.max_steps, args.events_budget / (n * 1250 * 40e-4 * 0.1 + 1))))
+        cp.cuda.Device().synchronize()
+        e0.record()
+        st, gid = run_window_gpu(plan.pop_tables, v, u, g, ref, ring, warm, steps, 0, plan.seed, plan.pint,
+                                 plan.pflt, n)
+        e1.record()
+        e1.synchronize()
+        wall = cp.cuda.get_elapsed_time(e0, e1) / 1e3
+        gid = gid.get()
+        n_e = n * 4 // 5
+        events = float(np.where(gid < n_e, 1000 / n_e * n, 250 / (n - n_e) * n).sum())
+        sim_ms = steps * 0.1
+        rate = len(gid) / n / (sim_ms / 1e3)
+        print(f"{n:>12,} {sim_ms:7.1f} {wall:8.3f} {wall / sim_ms * 1e3:9.2f} {events / wall:10.3g} {rate:8.1f} "
+              f"{bandwidth / (events / wall):17.1f}", flush=True)
+        del v, u, g, ref, ring
+        cp.get_default_memory_pool().free_all_blocks()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="scenario", required=True)
+    c = sub.add_parser("coba")
+    c.add_argument("--repeat", type=int, default=3)
+    c.add_argument("--brian-targets", default="numpy,cython,cpp_standalone")
+    b = sub.add_parser("brunel")
+    b.add_argument("--sizes", default="12500,125000,1250000")
+    b.add_argument("--min-ms", type=float, default=5.0)
+    b.add_argument("--events-budget", type=float, default=2e9, help="synaptic events to simulate per size")
+    b.add_argument("--brian-max", type=int, default=125000)
+    gp = sub.add_parser("gpu", help="Brunel A on one GPU (cupy twins), procedural")
+    gp.add_argument("--sizes", default="12500,125000,1250000,12500000,125000000")
+    gp.add_argument("--events-budget", type=float, default=2e11)
+    gp.add_argument("--max-steps", type=int, default=1000)
+    args = p.parse_args()
+    {"coba": coba, "brunel": brunel, "gpu": gpu}[args.scenario](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -132,7 +132,7 @@ extern "C" __global__ void deliver(
         while (true) {
             if (rule == 1) j += 1;
             else {
-                double sk = floor(log(uniform(key, k)) / pf[1]);
+                double sk = floor(log(uniform(key, k)) * pf[1]);
                 k += 1;
                 j = sk > 2.0e9 ? (1LL << 40) : j + 1 + (long long)sk;
             }

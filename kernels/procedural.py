@@ -33,8 +33,8 @@ DELAY_KINDS = {"constant": 0, "uniform": 1}
 # pint columns
 I_RULE, I_PRE_LO, I_PRE_N, I_POST_LO, I_POST_N, I_RECEPTOR, I_WKIND, I_DKIND, I_ID, I_K, I_STORED, I_POST_POP = range(12)
 N_INT = 12
-# pflt columns: probability, log(1 - p), weight a/b, delay a/b (steps), weight quantum
-F_P, F_LOG1MP, F_WA, F_WB, F_DA, F_DB, F_Q = range(7)
+# pflt columns: probability, 1 / log(1 - p), weight a/b, delay a/b (steps), weight quantum
+F_P, F_INV_LOG1MP, F_WA, F_WB, F_DA, F_DB, F_Q = range(7)
 N_FLT = 7
 
 _jit = numba.njit(nogil=True, cache=True)
@@ -66,7 +66,7 @@ def _weight_delay(pint, pflt, p, key, k):
 def _next_target(pflt, p, key, k, j):
     """Next post index of a fixed-probability block after ``j`` (may run past the block)."""
     u = uniform(key, k)
-    skip = math.floor(math.log(u) / pflt[p, F_LOG1MP])
+    skip = math.floor(math.log(u) * pflt[p, F_INV_LOG1MP])
     if skip > 2.0e9:
         return np.int64(2**40), k + 1
     return j + 1 + np.int64(skip), k + 1

@@ -50,7 +50,7 @@ def stream_key(seed: int, a: int, b: int, c: int) -> np.uint64:
 def uniform(key: np.uint64, k: int) -> float:
     """Draw ``k`` of stream ``key``, uniform on (0, 1] in float64."""
     x = mix64(key + (np.uint64(k) + np.uint64(1)) * GOLDEN)
-    return float((x >> _S11) + np.uint64(1)) * _TWO_M53
+    return float(np.int64(x >> _S11) + 1) * _TWO_M53
 
 
 @_jit
@@ -109,7 +109,7 @@ __device__ __forceinline__ u64 stream_key(u64 seed, u64 a, u64 b, u64 c) {
 }
 __device__ __forceinline__ double uniform(u64 key, u64 k) {
     u64 x = mix64(key + (k + 1ULL) * GOLDEN);
-    return (double)((x >> 11) + 1ULL) * (1.0 / 9007199254740992.0);
+    return (double)((long long)(x >> 11) + 1LL) * (1.0 / 9007199254740992.0);
 }
 __device__ __forceinline__ double normal(u64 key, u64 k) {
     double u1 = uniform(key, k), u2 = uniform(key, k + 1);

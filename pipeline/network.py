@@ -192,8 +192,8 @@ class Plan:
             delays += [d_lo, d_hi]
             self.pint[p] = [rule, self.offsets[a], n_pre, self.offsets[b], n_post, r, wk, dk, p, pr.k,
                             int(net.connectivity == "stored"), b]
-            log1mp = math.log1p(-pr.p) if 0 < pr.p < 1 else -1.0
-            self.pflt[p] = [pr.p, log1mp, wa, wb, d_lo, d_hi, 1.0]
+            inv_log1mp = 1.0 / math.log1p(-pr.p) if 0 < pr.p < 1 else -1.0
+            self.pflt[p] = [pr.p, inv_log1mp, wa, wb, d_lo, d_hi, 1.0]
             self.bounds[(b, r)] = max(self.bounds.get((b, r), 0.0), _bound(wk, wa, wb))
         self.max_delay = max(delays, default=1)
         self.min_delay = min(delays, default=1)

@@ -323,6 +323,9 @@ def boundary_pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_va
     if a_lab.shape != b_lab.shape:
         raise ValueError(f"facing blocks differ in shape: {a_lab.shape} vs {b_lab.shape}")
     fixed = np.array([d != 0 for d in delta], dtype=np.int64)
+    # faces are small: one canonical dtype keeps numba to a single compiled specialisation
+    a_lab, b_lab = (np.ascontiguousarray(v, dtype=np.int64) for v in (a_lab, b_lab))
+    a_val, b_val = (np.ascontiguousarray(v).astype(np.int64) for v in (a_val, b_val))
     pairs = _pairs(a_lab, a_val, b_lab, b_val, fixed, _order(connectivity), binary)
     if len(pairs) == 0:
         return pairs
@@ -466,10 +469,11 @@ def label_stats_chunk(labels: np.ndarray, image: np.ndarray | None = None,
     :func:`combine_label_stats`.
     """
     use = image is not None
-    img = np.ascontiguousarray(image) if use else np.zeros((1, 1, 1), dtype=np.float64)
+    img = np.ascontiguousarray(image, dtype=np.float64) if use else np.zeros((1, 1, 1), dtype=np.float64)
     if use and img.shape != labels.shape:
         raise ValueError(f"image block {img.shape} does not match label block {labels.shape}")
-    ids, acc, box = _stats(np.ascontiguousarray(labels), img, use, *map(int, offset))
+    lab = np.ascontiguousarray(labels, dtype=np.int64 if np.dtype(labels.dtype).kind == "i" else np.uint64)
+    ids, acc, box = _stats(lab, img, use, *map(int, offset))
     return {"label": ids, "count": acc[:, 0].astype(np.int64), "sum_zyx": acc[:, 1:4],
             "sum_intensity": acc[:, 4], "bbox_min": box[:, :3], "bbox_max": box[:, 3:]}
 

@@ -53,7 +53,7 @@ def test_chunk_labeller_equals_cc3d(method: str, connectivity: int, binary: bool
     rng = np.random.default_rng(connectivity + binary)
     for _ in range(10):
         shape = tuple(rng.integers(1, 15, 3))
-        x = ((rng.random(shape) < 0.45) * rng.integers(1, 4, size=shape)).astype(np.uint16)
+        x = ((rng.random(shape) < 0.45) * rng.integers(1, 4, size=shape)).astype(np.uint8)
         got, n = label_chunk(x[:, ::-1], connectivity, binary, method)  # a strided view too
         ref, n_ref = reference(x[:, ::-1], connectivity, binary)
         assert n == n_ref and np.array_equal(got, ref)

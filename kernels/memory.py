@@ -17,12 +17,13 @@ import numba
 import numpy as np
 
 __all__ = [
-    "EMPTY_ID", "splitmix64", "partition_of", "group_by_partition", "keep_last_of_runs", "lookup_sorted",
+    "EMPTY_ID", "splitmix64", "partition_of", "group_by_partition", "keep_last_of_runs", "lookup_sorted", "build_index", "lookup_indexed",
     "aggregate_deltas", "decay_stats", "quality_stats", "apply_deltas", "histogram_fixup", "top_k",
     "merge_top_k", "keyed_ids", "keyed_reinforcement", "MaintainedTopK",
 ]
 
 EMPTY_ID = np.uint64(0xFFFFFFFFFFFFFFFF)
+THRESHOLD_BINS = 1024  # histogram bins that locate a top-k threshold
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -113,6 +114,65 @@ def lookup_sorted(ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
                 hi = mid
         if lo < n and ids[lo] == q:
             out[j] = lo
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _build_index(ids: np.ndarray, per_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    n = ids.shape[0]
+    meta = np.zeros(2, np.uint64)  # lowest id, shift
+    if n == 0:
+        return np.zeros(2, np.int64), meta
+    lo = ids[0]
+    span = ids[n - 1] - lo
+    target = np.uint64(max(1, n // per_bucket))
+    shift = np.uint64(0)
+    while (span >> shift) >= target:
+        shift += np.uint64(1)
+    nb = int(span >> shift) + 1
+    starts = np.zeros(nb + 1, np.int64)
+    for i in range(n):
+        starts[int((ids[i] - lo) >> shift) + 1] += 1
+    for b in range(nb):
+        starts[b + 1] += starts[b]
+    meta[0], meta[1] = lo, shift
+    return starts, meta
+
+
+def build_index(ids: np.ndarray, per_bucket: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A bucket index over sorted ids: ``starts[b]`` is the first id whose ``(id - lo) >> shift`` is b.
+
+    Hash-partitioned ids are spread evenly, so a bucket holds about
+    ``per_bucket`` ids and a lookup touches two or three cache lines instead of
+    a binary search's dozen.
+    """
+    return _build_index(np.ascontiguousarray(ids, dtype=np.uint64), per_bucket)
+
+
+@numba.njit(nogil=True, cache=True)
+def lookup_indexed(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Positions of ``queries`` in sorted ``ids`` through :func:`build_index`'s index; -1 where absent."""
+    out = np.full(queries.shape[0], -1, np.int64)
+    lo, shift = meta[0], meta[1]
+    nb = np.uint64(starts.shape[0] - 1)
+    for j in range(queries.shape[0]):
+        q = queries[j]
+        if q < lo or ids.shape[0] == 0:
+            continue
+        b = (q - lo) >> shift
+        if b >= nb:
+            continue
+        a = starts[b]
+        e = starts[b + np.uint64(1)]
+        end = e
+        while a < e:
+            mid = (a + e) >> 1
+            if ids[mid] < q:
+                a = mid + 1
+            else:
+                e = mid
+        if a < end and ids[a] == q:
+            out[j] = a
     return out
 
 
@@ -276,13 +336,18 @@ def histogram_fixup(hist: np.ndarray, old: np.ndarray, new: np.ndarray) -> float
 
 
 def top_k(strength: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` strongest memories, strongest first, ties by ascending id."""
+    """Positions of the ``k`` strongest memories, strongest first, ties by ascending id.
+
+    A 1024-bin histogram gives a threshold with at least ``k`` memories at or
+    above it (``floor(s * 1024)`` is exact in float32), so only those are sorted.
+    """
     n = strength.shape[0]
     if n == 0 or k <= 0:
         return np.empty(0, np.int64)
     if k < n:
-        kth = np.partition(strength, n - k)[n - k]
-        cand = np.flatnonzero(strength >= kth)
+        hist = quality_stats(strength, THRESHOLD_BINS)[2]
+        b = int(np.flatnonzero(np.cumsum(hist[::-1]) >= k)[0])
+        cand = np.flatnonzero(strength >= np.float32((THRESHOLD_BINS - 1 - b) / THRESHOLD_BINS))
     else:
         cand = np.arange(n)
     order = np.lexsort((ids[cand], -strength[cand].astype(np.float64)))
@@ -343,7 +408,7 @@ class MaintainedTopK:
 
     def __init__(self, k: int, slack: int | None = None) -> None:
         # a wide slack keeps the bound on the outside well below the k-th candidate for many iterations
-        self.k, self.size = k, k + (slack if slack is not None else max(64, 3 * k))
+        self.k, self.size = k, k + (slack if slack is not None else max(128, 8 * k))
         self.cand = np.empty(0, np.int64)
         self.outside = np.float32(np.inf)  # inf: not built yet
         self.rebuilds = 0

@@ -259,6 +259,7 @@ def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int
     top_s = np.full((n, k), -np.inf)
     top_i = np.full((n, k), K.EMPTY_ID, np.uint64)
     hist = np.zeros(bins, np.int64)
+    starts, meta = K.build_index(out.id)  # once per block: every iteration's lookups go through it
     for i in range(n):
         t = t0 + i
         total, mx, hist = K.decay_stats(out.strength, rate, bins)
@@ -266,7 +267,7 @@ def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int
         changed = np.empty(0, np.int64)
         if len(ids) and len(out):
             uids, dsum, occ = K.aggregate_deltas(ids, deltas)
-            pos = K.lookup_sorted(out.id, uids)
+            pos = K.lookup_indexed(out.id, starts, meta, uids)
             hit = pos >= 0
             changed = pos[hit]
             old = K.apply_deltas(out.strength, out.count, out.last_step, changed, dsum[hit], occ[hit], t)

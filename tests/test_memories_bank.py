@@ -187,3 +187,14 @@ def test_maintained_top_k_equals_recomputed():
         got = ranker.update(s, ids, f, changed)
         np.testing.assert_array_equal(got, K.top_k(s, ids, k))
     assert ranker.rebuilds < 60  # it was maintained, not recomputed each time
+
+
+def test_bucket_index_lookup_equals_binary_search():
+    rng = np.random.default_rng(4)
+    for ids in (np.sort(rng.integers(0, 2**64 - 1, 30000, dtype=np.uint64)),  # hashed ids span 64 bits
+                np.arange(5, 20000, 3, dtype=np.uint64),  # dense user ids
+                np.array([7], np.uint64), np.empty(0, np.uint64)):
+        q = np.sort(np.concatenate([ids[::7], rng.integers(0, 2**64 - 1, 500, dtype=np.uint64),
+                                    np.array([0, 2**64 - 2], np.uint64)]))
+        starts, meta = K.build_index(ids)
+        np.testing.assert_array_equal(K.lookup_indexed(ids, starts, meta, q), K.lookup_sorted(ids, q))

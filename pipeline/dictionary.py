@@ -19,7 +19,7 @@ minimises the reconstruction term (:func:`objective_terms` reports both).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,12 +118,22 @@ def _rows(x: da.Array) -> da.Array:
     return x.rechunk({1: -1})
 
 
-def stats_graph(x: da.Array, dictionary: np.ndarray, s: int, split_every: int = 8, gpu: bool = False) -> Any:
-    """One iteration's graph: per-chunk statistics, tree-summed (a delayed dict)."""
+def stats_graph(x: da.Array, dictionary: np.ndarray, s: int, split_every: int = 8, gpu: bool = False,
+                blocks: Sequence[int] | None = None) -> Any:
+    """One iteration's graph: per-chunk statistics of row chunks ``blocks`` (default all), tree-summed."""
     dd = dask.delayed(dictionary, pure=True)
     task = dask.delayed(chunk_stats, pure=True)
-    parts = [task(block, dd, s, gpu) for block in _rows(x).to_delayed().ravel()]
-    return _tree(parts, split_every)
+    chunks = _rows(x).to_delayed().ravel()
+    chosen = range(len(chunks)) if blocks is None else blocks
+    return _tree([task(chunks[i], dd, s, gpu) for i in chosen], split_every)
+
+
+def iteration_blocks(n_blocks: int, per_iteration: int, seed: int, iteration: int) -> tuple[int, list[int]]:
+    """``(epoch, row chunks)`` of an iteration: each epoch visits every chunk once, in an order keyed by (seed, epoch)."""
+    per_epoch = -(-n_blocks // per_iteration)
+    epoch, group = divmod(iteration, per_epoch)
+    order = np.random.Generator(np.random.Philox(key=[seed, (0xB10C << 32) | epoch])).permutation(n_blocks)
+    return epoch, sorted(int(i) for i in order[group * per_iteration:(group + 1) * per_iteration])
 
 
 def initial_dictionary(x: da.Array, n_atoms: int, seed: int) -> np.ndarray:
@@ -159,32 +169,50 @@ def objective(x: da.Array, dictionary: np.ndarray, s: int, alpha: float = 1.0, c
     return t["error"] + alpha * t["l1"]
 
 
-def _config(n_atoms: int, s: int, seed: int, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"n_atoms": n_atoms, "sparsity": s, "seed": seed, "data_shape": list(shape)}
+def _config(n_atoms: int, s: int, seed: int, shape: tuple[int, ...], per_iteration: int | None) -> dict[str, Any]:
+    return {"n_atoms": n_atoms, "sparsity": s, "seed": seed, "data_shape": list(shape),
+            "chunks_per_iteration": per_iteration}
 
 
 def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, epochs: int, alpha: float = 1.0,
                      seed: int = 0, client: Any = None, split_every: int = 8, gpu: bool = False,
-                     passes: int = 3, progress: bool = True,
+                     passes: int | None = None, chunks_per_iteration: int | None = None, progress: bool = True,
                      on_stats: Callable[[int, dict[str, Any]], None] | None = None) -> DictionaryResult:
     """Learn ``n_atoms`` unit-norm atoms from rows of ``x`` (``(N, d)``; more dims are flattened to rows).
 
-    Every iteration commits ``dictionary`` (``(K, d)``) and ``usage`` to ``out``
-    as commit ``"dictionary"`` with meta ``iteration``/``objective``. If
-    ``out`` already holds a commit of the same configuration, the run resumes
-    after it. ``on_stats(iteration, totals)`` runs before each commit (tests
-    use it to crash a run).
+    With ``chunks_per_iteration=None`` every iteration is a full pass (batch
+    learning: the update uses this pass's statistics only). With a number, an
+    iteration codes that many row chunks (an epoch visits each chunk once, in
+    an order keyed by seed and epoch) and the update uses running statistics
+    ``A <- beta A + A_t / n_t`` with ``beta = t / (t + 1)``, as in Mairal et
+    al.'s online learning: more updates per pass over the data. ``passes``
+    over the atoms per update default to 3 (batch) or 1 (online).
+
+    Every iteration commits ``dictionary`` (``(K, d)``), ``usage`` and, when
+    online, the running ``A`` and ``B`` to ``out`` (commit ``"dictionary"``,
+    meta ``iteration``/``objective``). If ``out`` already holds a commit of
+    the same configuration, the run resumes after it with the same result an
+    uninterrupted run gives. ``on_stats(iteration, totals)`` runs before each
+    commit (tests use it to crash a run).
     """
     if x.ndim < 2:
         raise ValueError(f"dictionary learning needs (N, d) data, got shape {x.shape}")
     rows = _rows(x)
-    cfg = _config(n_atoms, sparsity, seed, tuple(int(v) for v in rows.shape))
+    n_blocks = rows.numblocks[0]
+    online = chunks_per_iteration is not None and chunks_per_iteration < n_blocks
+    per_it = int(chunks_per_iteration) if online else n_blocks
+    total = epochs * -(-n_blocks // per_it)
+    passes = passes if passes is not None else (1 if online else 3)
+    cfg = _config(n_atoms, sparsity, seed, tuple(int(v) for v in rows.shape), per_it if online else None)
     out.commits.gc()  # drop groups of commits a crash left unfinished
     start, dictionary, objectives, errors, resumed = 0, None, [], [], None
+    acc_a = acc_b = None
     last = out.commits.latest()
     if last is not None and last.meta.get("config") == cfg:
         group = out.commits.open(last)
         dictionary = np.asarray(group["dictionary"][:])
+        if online:
+            acc_a, acc_b = np.asarray(group["A"][:]), np.asarray(group["B"][:])
         start = resumed = int(last.meta["iteration"]) + 1
         objectives = list(last.meta.get("objectives", []))
         errors = list(last.meta.get("errors", []))
@@ -196,13 +224,21 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
     from tqdm.auto import tqdm
 
     result = DictionaryResult(dictionary, objectives, errors, start, resumed)
-    bar = tqdm(range(start, epochs), desc="dictionary", disable=not progress, initial=start, total=epochs)
+    bar = tqdm(range(start, total), desc="dictionary", disable=not progress, initial=start, total=total)
     for it in bar:
         t0 = time.perf_counter()
-        g = stats_graph(rows, dictionary, sparsity, split_every, gpu)
+        blocks = iteration_blocks(n_blocks, per_it, seed, it)[1] if online else None
+        g = stats_graph(rows, dictionary, sparsity, split_every, gpu, blocks)
         tot = client.compute(g, sync=True) if client is not None else g.compute()
         obj = (0.5 * tot["sq"] + alpha * tot["l1"]) / tot["n"]
-        dictionary, _ = update_dictionary(dictionary, tot["A"], tot["B"], passes=passes, replacements=tot["worst"])
+        if online:
+            beta = it / (it + 1.0)
+            acc_a = tot["A"] / tot["n"] + (beta * acc_a if acc_a is not None else 0.0)
+            acc_b = tot["B"] / tot["n"] + (beta * acc_b if acc_b is not None else 0.0)
+            stat_a, stat_b = acc_a, acc_b
+        else:
+            stat_a, stat_b = tot["A"], tot["B"]
+        dictionary, _ = update_dictionary(dictionary, stat_a, stat_b, passes=passes, replacements=tot["worst"])
         if on_stats is not None:
             on_stats(it, tot)
         objectives.append(obj)
@@ -211,9 +247,12 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
                                               "errors": errors, "config": cfg}) as pending:
             pending.write("dictionary", dictionary, dims=("atom", "unit"))
             pending.write("usage", tot["usage"].astype(np.int64), dims=("atom",))
+            if online:
+                pending.write("A", acc_a, dims=("atom", "atom_"))
+                pending.write("B", acc_b, dims=("unit", "atom"))
         result.seconds += time.perf_counter() - t0
         result.samples += int(tot["n"])
         result.usage = tot["usage"]
         bar.set_postfix(objective=f"{obj:.4g}")
-    result.dictionary, result.objectives, result.errors, result.iterations = dictionary, objectives, errors, epochs
+    result.dictionary, result.objectives, result.errors, result.iterations = dictionary, objectives, errors, total
     return result

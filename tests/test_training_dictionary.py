@@ -110,3 +110,29 @@ def test_crash_and_continue_from_last_commit(tmp_path):
     np.testing.assert_array_equal(stored, whole.dictionary)
     with pytest.raises(ValueError, match="holds a dictionary run with config"):
         learn_dictionary(x, Dataset.open(tmp_path / "b.zarr", mode="r+"), **{**kw, "n_atoms": 20})
+
+
+def test_online_iterations_visit_each_chunk_once_per_epoch_and_resume_exactly(tmp_path):
+    from neurochunk.pipeline.dictionary import iteration_blocks
+
+    seen = [iteration_blocks(7, 2, 5, it) for it in range(8)]
+    assert [e for e, _ in seen] == [0] * 4 + [1] * 4
+    for epoch in (0, 1):
+        assert sorted(sum((b for e, b in seen if e == epoch), [])) == list(range(7))
+    assert [b for _, b in seen[:4]] != [b for _, b in seen[4:]]  # a new order each epoch
+    x = da.from_array(_sparse_data(1200, 16, 24, 3, seed=6), chunks=(150, 16))
+    kw = {"n_atoms": 24, "sparsity": 3, "epochs": 2, "progress": False, "chunks_per_iteration": 3}
+    whole = learn_dictionary(x, Dataset.create(tmp_path / "a.zarr", "activations"), **kw)
+    assert whole.iterations == 6 and whole.samples == 2 * 1200
+
+    def crash(it, _tot):
+        if it == 4:
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError):
+        learn_dictionary(x, Dataset.create(tmp_path / "b.zarr", "activations"), on_stats=crash, **kw)
+    group = Dataset.open(tmp_path / "b.zarr").commits.open()
+    assert group["A"].shape == (24, 24) and group["B"].shape == (16, 24)
+    again = learn_dictionary(x, Dataset.open(tmp_path / "b.zarr", mode="r+"), **kw)
+    assert again.resumed_from == 4
+    np.testing.assert_array_equal(again.dictionary, whole.dictionary)

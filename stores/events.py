@@ -44,7 +44,7 @@ class EventWriter:
 
     def __init__(self, group: Any, name: str, n_units: int, *, chunk: int = 1 << 20,
                  overwrite: bool = False) -> None:
-        create = getattr(group, "create_array")
+        create = group.create_array
         self.array: zarr.Array = create(name, (0,), np.int64, chunks=(chunk,), dims=("event",), codec="delta",
                                         attrs={"n_units": int(n_units), "n_steps": 0, "layout": "events"},
                                         overwrite=overwrite)

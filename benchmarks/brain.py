@@ -105,7 +105,8 @@ def brunel(args: argparse.Namespace) -> None:
     for n in [int(x) for x in args.sizes.split(",")]:
         sim_ms = max(args.min_ms, args.events_budget / (n * 1250 * 40e-3))
         steps = int(sim_ms / 0.1)
-        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n)
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
+                             epsilon=1000 / (n * 4 // 5))
         wall, st, gid = _kernel_loop(net, steps)
         out_degree = np.where(gid < n * 4 // 5, 1000 / (n * 4 // 5) * n, 250 / (n - n * 4 // 5) * n)
         events = float(out_degree.sum())
@@ -114,7 +115,8 @@ def brunel(args: argparse.Namespace) -> None:
         ref_txt = ""
         if n <= args.brian_max:
             ref = brian2({"net": "brunel", "n": n, "duration_ms": sim_ms, "target": "numpy",
-                          "rule": "fixed_probability", "seed": 1, "v_uniform": [10, 20]})
+                          "rule": "fixed_probability", "seed": 1, "v_uniform": [10, 20],
+                          "epsilon": 1000 / (n * 4 // 5)})
             if ref and "error" not in ref:
                 ref_txt = f"{ref['run_s'] / sim_ms:21.4f} {ref['rate']:11.1f}"
             else:
@@ -151,7 +153,8 @@ def gpu(args: argparse.Namespace) -> None:
     print(f"{'neurons':>12} {'sim ms':>7} {'wall s':>8} {'s/sim s':>9} {'events/s':>10} {'rate Hz':>8} "
           f"{'bytes/event at BW':>17}")
     for n in [int(v) for v in args.sizes.split(",")]:
-        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n)
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
+                             epsilon=1000 / (n * 4 // 5))
         plan = net.plan()
         v = cp.asarray((10.0 + 10.0 * uniform_array(plan.seed, (STREAM_INIT << 32), 0, 0, n, 0)).astype(np.float32))
         u = cp.zeros(n, cp.float32)

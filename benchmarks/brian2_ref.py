@@ -44,7 +44,7 @@ def brunel(cfg):
     n_e = n * 4 // 5
     n_i = n - n_e
     eps, g, eta, J = cfg.get("epsilon", 0.1), cfg.get("g", 5.0), cfg.get("eta", 2.0), cfg.get("j", 0.1)
-    c_e, c_i = int(eps * n_e), int(eps * n_i)
+    c_e, c_i = int(round(eps * n_e)), int(round(eps * n_i))
     tau, theta = 20 * ms, 20 * mV
     nu_ext = eta * theta / (J * mV * c_e * tau)
     P = NeuronGroup(n, "dv/dt = -v/tau : volt (unless refractory)", threshold="v > theta", reset="v = 10*mV",

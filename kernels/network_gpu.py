@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .rng import CUDA_SOURCE
+from .rng import CUDA_SOURCE, STREAM_POISSON, stream_key
 
 __all__ = ["run_window_gpu", "to_device", "to_host"]
 
 _SOURCE = CUDA_SOURCE + r"""
 extern "C" __global__ void step_population(
-    int model, const float* prm, int ref_steps, float q0, float q1, double lam, double enl, int pwq, int pr,
+    int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
     u64 seed, u64 pop, long long lo, int i0, int i1, float* v, float* u, float* g, int* ref, int* ring,
     int n_slots, int slot, long long s, unsigned char* flags)
 {
@@ -28,7 +28,7 @@ extern "C" __global__ void step_population(
     if (i >= i1) return;
     int* rp = ring + ((long long)i * n_slots + slot) * 2;
     if (lam > 0.0) {
-        int k = poisson(stream_key(seed, 3ULL, pop, (u64)(lo + i)), (u64)s, lam, enl);
+        int k = poisson_table(mix64(seed ^ (u64)(lo + i)), (u64)s, cdf);  // seed: the population's stream base
         rp[pr] += k * pwq;
     }
     int a0 = rp[0], a1 = rp[1];
@@ -95,10 +95,13 @@ __device__ __forceinline__ void weight_delay(const long long* pi, const double* 
 
 extern "C" __global__ void deliver(
     const long long* gids, const long long* steps, int n_spk, int n_proj, const long long* pint, const double* pflt,
-    u64 seed, long long block, long long lo, long long hi, int* ring, int n_slots, long long skip_lo, long long skip_hi)
+    u64 seed, long long block, long long lo, long long hi, int* ring, int n_slots, long long skip_lo, long long skip_hi,
+    long long n_blk)
 {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)n_spk * n_proj) return;
+    if (t >= (long long)n_spk * n_proj * n_blk) return;
+    long long bb = t % n_blk;
+    t /= n_blk;
     int x = (int)(t / n_proj), p = (int)(t % n_proj);
     long long gid = gids[x];
     if (gid >= skip_lo && gid < skip_hi) return;
@@ -113,6 +116,7 @@ extern "C" __global__ void deliver(
     long long d;
     u64 a = (1ULL << 32) | (u64)pi[8];
     if (rule == 2) {
+        if (bb != 0) return;
         long long tt = post_lo + pre;
         if (tt >= lo && tt < hi) {
             u64 k = 0;
@@ -123,7 +127,8 @@ extern "C" __global__ void deliver(
     }
     long long lo2 = lo > post_lo ? lo : post_lo, hi2 = hi < post_hi ? hi : post_hi;
     long long b0 = (lo2 - post_lo) / block, b1 = (hi2 - post_lo + block - 1) / block;
-    for (long long b = b0; b < b1; ++b) {
+    // one thread per (spike, projection, target block)
+    for (long long b = b0 + bb; b < b0 + bb + 1 && b < b1; ++b) {
         long long start = post_lo + b * block;
         long long n_b = block < post_hi - start ? block : post_hi - start;
         u64 key = stream_key(seed, a, (u64)pre, (u64)b);
@@ -175,7 +180,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     """
     import cupy as cp
 
-    models, prms, ref_steps, quanta, offsets, lams, enls, pois_wq, pois_r = tables
+    models, prms, ref_steps, quanta, offsets, lams, cdfs, pois_wq, pois_r = tables
     mod = _module()
     step_k, deliver_k = mod.get_function("step_population"), mod.get_function("deliver")
     n = int(v.shape[0])
@@ -183,8 +188,11 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     n_slots = int(ring.shape[1])
     flags = cp.zeros(n, cp.uint8)
     prms_d = cp.asarray(prms)
+    cdfs_d = cp.asarray(np.ascontiguousarray(cdfs))
     pint_d, pflt_d = cp.asarray(np.ascontiguousarray(pint, np.int64)), cp.asarray(np.ascontiguousarray(pflt))
     n_proj = int(pint.shape[0])
+    # target blocks a spike can reach in this chunk (the most over all projections)
+    n_blk = max([(min(n, int(pi[4])) + block - 1) // block + 1 for pi in pint] or [1])
     out_s, out_i = [], []
     for s in range(s0, s0 + n_steps):
         slot = s % n_slots
@@ -195,8 +203,8 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
             i0, i1 = a - lo, b - lo
             step_k(((i1 - i0 + 255) // 256,), (256,), (
                 np.int32(models[pop]), prms_d[pop], np.int32(ref_steps[pop]), np.float32(quanta[pop, 0]),
-                np.float32(quanta[pop, 1]), np.float64(lams[pop]), np.float64(enls[pop]), np.int32(pois_wq[pop]),
-                np.int32(pois_r[pop]), np.uint64(seed), np.uint64(pop), np.int64(lo), np.int32(i0), np.int32(i1),
+                np.float32(quanta[pop, 1]), np.float64(lams[pop]), cdfs_d[pop], np.int32(pois_wq[pop]),
+                np.int32(pois_r[pop]), np.uint64(stream_key(seed, STREAM_POISSON, pop, 0)), np.uint64(pop), np.int64(lo), np.int32(i0), np.int32(i1),
                 v, u, g, ref, ring, np.int32(n_slots), np.int32(slot), np.int64(s), flags))
         idx = cp.flatnonzero(flags)
         if idx.size == 0:
@@ -206,10 +214,10 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         out_s.append(steps)
         out_i.append(gids)
         if n_proj:
-            total = int(idx.size) * n_proj
+            total = int(idx.size) * n_proj * n_blk
             deliver_k(((total + 255) // 256,), (256,), (
                 gids, steps, np.int32(idx.size), np.int32(n_proj), pint_d, pflt_d, np.uint64(seed), np.int64(block),
-                np.int64(lo), np.int64(hi), ring, np.int32(n_slots), np.int64(-1), np.int64(-1)))
+                np.int64(lo), np.int64(hi), ring, np.int32(n_slots), np.int64(-1), np.int64(-1), np.int64(n_blk)))
     if not out_s:
         return cp.zeros(0, cp.int64), cp.zeros(0, cp.int64)
     return cp.concatenate(out_s), cp.concatenate(out_i)

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from .procedural import deliver_one
-from .rng import STREAM_POISSON, poisson, stream_key
+from .rng import STREAM_POISSON, mix64, poisson_table, stream_key
 
 __all__ = ["MODELS", "DEFAULTS", "RECEPTORS", "STATE_VARS", "pack_params", "run_window", "N_RECEPTORS"]
 
@@ -73,11 +73,11 @@ def pack_params(model: str, params: Mapping[str, Any], dt: float) -> tuple[int, 
 
 
 @numba.njit(nogil=True, cache=True)
-def run_window(models, prms, ref_steps, quanta, offsets, lams, exp_neg_lams, pois_wq, pois_r,
+def run_window(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq, pois_r,
                v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, ptr_all, ptr_off, cols, cwq, cdl):
     """Advance neurons ``[lo, lo + len(v))`` from step ``s0`` by ``n_steps``, in place.
 
-    Per-population tables (``models``, ``prms``, ...; population ``k`` holds
+    Per-population tables (``models``, ``prms``, ``pois_cdf`` (Poisson tables), ...; population ``k`` holds
     global neurons ``offsets[k]:offsets[k + 1]``) let a chunk span populations.
     Spikes of the chunk are delivered at once to the chunk's own neurons (other
     chunks get them at the next exchange). Returns ``(steps, neuron ids)`` of the
@@ -101,8 +101,7 @@ def run_window(models, prms, ref_steps, quanta, offsets, lams, exp_neg_lams, poi
                 continue
             i0, i1 = a - lo, b - lo
             if lams[pop] > 0.0:
-                _poisson_input(ring, slot, pois_r[pop], pois_wq[pop], lams[pop], exp_neg_lams[pop], seed, pop, lo,
-                               i0, i1, s)
+                _poisson_input(ring, slot, pois_r[pop], pois_wq[pop], pois_cdf[pop], seed, pop, lo, i0, i1, s)
             q0, q1, prm, m = quanta[pop, 0], quanta[pop, 1], prms[pop], models[pop]
             if m == 0:
                 _lif_coba(prm, q0, q1, ref_steps[pop], v, g, ref, ring, slot, i0, i1, flags)
@@ -152,9 +151,10 @@ def _collect(flags, s, lo, out_s, out_i, n_out):
 
 
 @_kernel
-def _poisson_input(ring, slot, r, wq, lam, exp_neg_lam, seed, pop, lo, i0, i1, s):
+def _poisson_input(ring, slot, r, wq, cdf, seed, pop, lo, i0, i1, s):
+    base = stream_key(seed, STREAM_POISSON, pop, 0)
     for i in range(i0, i1):
-        ring[i, slot, r] += poisson(stream_key(seed, STREAM_POISSON, pop, lo + i), s, lam, exp_neg_lam) * wq
+        ring[i, slot, r] += poisson_table(mix64(base ^ np.uint64(lo + i)), s, cdf) * wq
 
 
 @_kernel

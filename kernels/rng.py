@@ -14,7 +14,8 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["GOLDEN", "stream_key", "uniform", "normal", "poisson", "uniform_array", "CUDA_SOURCE",
+__all__ = ["GOLDEN", "stream_key", "uniform", "normal", "poisson", "poisson_table", "poisson_cdf", "uniform_array",
+           "CUDA_SOURCE",
            "STREAM_CONN", "STREAM_WEIGHT", "STREAM_POISSON", "STREAM_INIT", "STREAM_INDEGREE"]
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -75,6 +76,29 @@ def poisson(key: np.uint64, k: int, lam: float, exp_neg_lam: float) -> int:
     return n
 
 
+@_jit
+def poisson_table(key: np.uint64, k: int, cdf: np.ndarray) -> int:
+    """A count from one uniform by search in a cumulative table (``cdf[-1] == 1``); no division."""
+    u = uniform(key, k)
+    n = 0
+    while u > cdf[n]:
+        n += 1
+    return n
+
+
+def poisson_cdf(lam: float, size: int = 128) -> np.ndarray:
+    """The Poisson(``lam``) cumulative table :func:`poisson_table` searches (last entry forced to 1)."""
+    cdf = np.empty(size, np.float64)
+    p = f = float(np.exp(-lam))
+    cdf[0] = f
+    for n in range(1, size):
+        p = p * lam / n
+        f = f + p
+        cdf[n] = f
+    cdf[-1] = 1.0
+    return cdf
+
+
 @numba.njit(nogil=True, cache=True)
 def uniform_array(seed: int, a: int, b: int, first: int, n: int, k: int) -> np.ndarray:
     """Draw ``k`` of streams ``(seed, a, b, first + i)`` for ``i < n``."""
@@ -114,6 +138,12 @@ __device__ __forceinline__ double uniform(u64 key, u64 k) {
 __device__ __forceinline__ double normal(u64 key, u64 k) {
     double u1 = uniform(key, k), u2 = uniform(key, k + 1);
     return sqrt(-2.0 * log(u1)) * cos(2.0 * 3.141592653589793 * u2);
+}
+__device__ __forceinline__ int poisson_table(u64 key, u64 k, const double* cdf) {
+    double u = uniform(key, k);
+    int n = 0;
+    while (u > cdf[n]) n += 1;
+    return n;
 }
 __device__ __forceinline__ int poisson(u64 key, u64 k, double lam, double exp_neg_lam) {
     double u = uniform(key, k), p = exp_neg_lam, f = p;

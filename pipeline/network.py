@@ -18,6 +18,7 @@ import numpy as np
 
 from neurochunk.kernels import procedural as pk
 from neurochunk.kernels.neurons import DEFAULTS, RECEPTORS, STATE_VARS, pack_params
+from neurochunk.kernels.rng import poisson_cdf
 
 __all__ = ["Population", "Projection", "Network", "Plan", "coba_network", "brunel_network"]
 
@@ -145,7 +146,7 @@ class Plan:
         self.pop_tables = (
             self.models, self.prms, self.ref_steps, self.quanta.astype(np.float32), self.offsets,
             np.array([lam for lam, _, _ in self.pois], np.float64),
-            np.exp(-np.array([lam for lam, _, _ in self.pois], np.float64)),
+            np.stack([poisson_cdf(lam) for lam, _, _ in self.pois]),
             np.array([int(round(w / self.quanta[i, r])) if lam > 0 else 0 for i, (lam, w, r) in enumerate(self.pois)],
                      np.int64),
             np.array([r for _, _, r in self.pois], np.int64),
@@ -267,7 +268,7 @@ def brunel_network(n: int = 12500, *, g: float = 5.0, eta: float = 2.0, j: float
     """Brunel (2000) model A: 80% E, 20% I delta-synapse LIF, in-degree ``epsilon * N_E``."""
     n_e = n * 4 // 5
     n_i = n - n_e
-    c_e, c_i = int(epsilon * n_e), int(epsilon * n_i)
+    c_e, c_i = int(round(epsilon * n_e)), int(round(epsilon * n_i))
     tau, theta = 20.0, 20.0
     nu_ext = eta * theta / (j * c_e * tau) * 1e3  # Hz per external source
     params = {"tau_m": tau, "E_L": 0.0, "V_th": theta, "V_reset": 10.0, "t_ref": 2.0}

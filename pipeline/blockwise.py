@@ -1,10 +1,11 @@
 """Run a chunk kernel with a halo over a volume and write a new volume, in bounded memory.
 
-Each task reads its output chunk's box grown by the halo straight from the
-source store, runs the kernel, crops the halo and writes the chunk. Nothing but
-a chunk-sized result crosses tasks, so peak memory per task is
-``(chunk + 2 * halo)`` voxels times the kernel's working set, whatever the
-volume's size, and the graph has one task per output chunk. Dask's
+Each task reads its output chunks' box grown by the halo straight from the
+source store, runs the kernel, crops the halo and writes the chunks. Nothing
+crosses tasks, so peak memory per task is ``(g * chunk + 2 * halo)^3`` voxels
+times the kernel's working set, whatever the volume's size, where ``g`` (1 to
+4 chunks per axis) is chosen to fit ``task_bytes``; the graph has one task per
+group of chunks. Dask's
 ``map_overlap`` instead slices and concatenates the neighbours' chunks inside
 the graph, holding up to 27 source chunks per output chunk in memory
 (``benchmarks/connectomics.py --scenario halo`` measures both).
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from neurochunk.stores import Dataset
 from neurochunk.stores.ome import create_volume, level_array, open_volume, written_chunks
 
-__all__ = ["Box", "block_grid", "read_box", "run_tasks", "blockwise", "source_array"]
+__all__ = ["Box", "block_grid", "read_box", "run_tasks", "blockwise", "source_array", "group_factor"]
 
 Box = tuple[slice, slice, slice]
 
@@ -94,9 +95,9 @@ def run_tasks(tasks: Sequence[Any], client: Any = None, desc: str = "", progress
             return list(dask.compute(*tasks, scheduler="threads"))
 
 
-def _halo_task(src: Any, dst: Any, box: Box, kernel: Callable[..., Any], halo: Sequence[int], mode: str,
-               cval: Any, kwargs: dict[str, Any], extra: Sequence[Any] = ()) -> int:
-    blocks = [read_box(a, box, halo, mode, cval) for a in (src, *extra)]
+def _halo_task(src: Any, dst: Any, group: Box, boxes: list[Box], kernel: Callable[..., Any], halo: Sequence[int],
+               mode: str, cval: Any, kwargs: dict[str, Any], extra: Sequence[Any] = ()) -> int:
+    blocks = [read_box(a, group, halo, mode, cval) for a in (src, *extra)]
     if kwargs.get("xp") == "cupy":
         import cupy
 
@@ -104,17 +105,36 @@ def _halo_task(src: Any, dst: Any, box: Box, kernel: Callable[..., Any], halo: S
         kwargs = {k: v for k, v in kwargs.items() if k != "xp"}
     result = kernel(*blocks, **kwargs)
     if hasattr(result, "get") and not isinstance(result, np.ndarray):
-        result = result.get()  # a cupy kernel: bring the chunk home before writing
-    inner = tuple(slice(h, h + (s.stop - s.start)) for h, s in zip(halo, box, strict=True))
-    dst[box] = np.asarray(result)[inner].astype(dst.dtype, copy=False)
-    return 1
+        result = result.get()  # a cupy kernel: bring the result home before writing
+    result = np.asarray(result)
+    for box in boxes:
+        inner = tuple(slice(h + s.start - g.start, h + s.stop - g.start)
+                      for h, s, g in zip(halo, box, group, strict=True))
+        dst[box] = result[inner].astype(dst.dtype, copy=False)
+    return len(boxes)
+
+
+def group_factor(chunk: Sequence[int], halo: Sequence[int], itemsize: int, task_bytes: int) -> int:
+    """How many chunks per axis one task computes: the most (up to 4) whose grown box fits ``task_bytes``.
+
+    A wide halo re-reads and recomputes ``((c + 2h) / c)^3`` times the chunk; grouping ``g^3`` chunks
+    under one halo cuts that to ``((g c + 2h) / g c)^3`` at ``g^3`` times the memory per task.
+    """
+    best = 1
+    for g in range(2, 5):
+        grown = np.prod([g * c + 2 * h for c, h in zip(chunk, halo, strict=True)])
+        if not any(halo) or grown * max(itemsize, 4) * 4 > task_bytes:
+            break
+        best = g
+    return best
 
 
 def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str], *, halo: int | Sequence[int] = 0,
               dtype: Any = None, chunks: Sequence[int] | None = None, labels: bool = False, mode: str = "nearest",
               cval: Any = 0, kwargs: dict[str, Any] | None = None, client: Any = None, level: int | str = 0,
               resume: bool = False, progress: bool = True, voxel_size: Sequence[float] | None = None,
-              shards: Sequence[int] | None = None, desc: str | None = None, extra: Sequence[Any] = ()) -> Dataset:
+              shards: Sequence[int] | None = None, desc: str | None = None, extra: Sequence[Any] = (),
+              task_bytes: int = 256 * 2**20) -> Dataset:
     """Apply ``kernel(block, **kwargs)`` with a halo to every chunk of ``src``; write a new volume at ``out``.
 
     Parameters
@@ -136,6 +156,9 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
         More volumes or arrays of the same shape; the same grown box of each is
         passed to ``kernel`` after the first (``kernel(block, *extra_blocks, **kwargs)``).
         ``kwargs["xp"] = "cupy"`` moves the blocks to the GPU first.
+    task_bytes
+        Memory one task may use (about four grown blocks): with a wide halo a task
+        computes up to 4^3 neighbouring chunks under one halo (:func:`group_factor`).
 
     Returns
     -------
@@ -153,14 +176,21 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     dst = level_array(ds, 0)
     block = dst.shards or dst.chunks
     done = written_chunks(dst) if resume else set()
-    todo = [box for idx, box in block_grid(arr.shape, block).items() if idx not in done]
+    g = group_factor(block, halo_t, np.dtype(arr.dtype).itemsize, task_bytes)
+    groups: dict[tuple[int, ...], list[Box]] = {}
+    for idx, box in block_grid(arr.shape, block).items():
+        if idx not in done:
+            groups.setdefault(tuple(i // g for i in idx), []).append(box)
     task = dask.delayed(_halo_task, pure=False)
     kw = dask.delayed(dict(kwargs or {}), pure=True)  # one copy of large parameters (lookup tables) per graph
     others = [source_array(e, level) for e in extra]
     for e in others:
         if tuple(e.shape) != tuple(arr.shape):
             raise ValueError(f"blockwise: an extra input has shape {tuple(e.shape)}, the source {tuple(arr.shape)}")
-    tasks = [task(arr, dst, box, kernel, halo_t, mode, cval, kw, others) for box in todo]
+    tasks = []
+    for boxes in groups.values():
+        hull = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+        tasks.append(task(arr, dst, hull, boxes, kernel, halo_t, mode, cval, kw, others))
     run_tasks(tasks, client, desc or f"blockwise {getattr(kernel, '__name__', '')}", progress)
     ds.update_attrs(complete=True)
     return ds

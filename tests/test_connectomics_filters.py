@@ -18,6 +18,18 @@ def test_gaussian_equals_scipy(tmp_path: Path, chunks) -> None:
     ds = filters.gaussian(x, tmp_path / "g.zarr", sigma=(1.0, 2.0, 1.5), chunks=chunks, progress=False)
     ref = ndimage.gaussian_filter(x, (1.0, 2.0, 1.5), mode="reflect")
     np.testing.assert_allclose(ds["0"][...], ref, atol=1e-6)  # the halo (8 voxels) exceeds the chunks
+    one = filters.gaussian(x, tmp_path / "g1.zarr", sigma=(1.0, 2.0, 1.5), chunks=chunks, task_bytes=1,
+                           progress=False)  # one chunk per task instead of groups under one halo
+    np.testing.assert_allclose(one["0"][...], ref, atol=1e-6)
+
+
+def test_group_factor() -> None:
+    from neurochunk.pipeline.blockwise import group_factor
+
+    assert group_factor((64, 64, 64), (0, 0, 0), 4, 2**30) == 1
+    assert group_factor((64, 64, 64), (16, 16, 16), 4, 2**30) == 4
+    assert group_factor((64, 64, 64), (16, 16, 16), 4, 100 * 2**20) == 2  # 160^3 x 16 B = 62.5 MiB fits, 224^3 not
+    assert group_factor((64, 64, 64), (16, 16, 16), 4, 2**20) == 1
 
 
 def test_threshold_and_distance_transform(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-
 from neurochunk.kernels import memory as K
 from neurochunk.pipeline import memorybank as mb
 from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank
@@ -36,7 +35,7 @@ from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank
 class _Clock:
     """Wall and process-CPU time of a block; CPU time is what contention from other processes inflates least."""
 
-    def __enter__(self) -> _Clock:
+    def __enter__(self) -> _Clock:  # noqa: PYI034
         self.w, self.c = time.perf_counter(), time.process_time()
         return self
 
@@ -110,7 +109,8 @@ def scenario_iteration(args: argparse.Namespace) -> None:
                                            np.zeros(len(sel), np.int64)))
         mb._block(partitions[0], 0, 2, rate, src, k, bins, parts)  # compile
         with ThreadPoolExecutor(threads) as pool, _Clock() as c:
-            outs = list(pool.map(lambda part: mb._block(part, 0, iters, rate, src, k, bins, parts), partitions))
+            outs = list(pool.map(lambda part, parts=parts: mb._block(part, 0, iters, rate, src, k, bins, parts),
+                                 partitions))
             stats = outs[0][1]
             for o in outs[1:]:
                 stats = mb._combine_block(stats, o[1], k)
@@ -177,7 +177,7 @@ def scenario_recovery(args: argparse.Namespace) -> None:
                                          capacity=n // parts + 6 * int(np.sqrt(n / parts)) + 16, client=client)
                 bank.ingest(K.keyed_ids(0, n), np.random.default_rng(0).random(n).astype(np.float32))
                 bank.run_epoch(10, src, decay_rate=0.01, commit_every=10)  # place partitions on workers
-                source = src if label == "no failure" else DyingSource(src, 25, sorted(set(bank._owners.values()))[0],
+                source = src if label == "no failure" else DyingSource(src, 25, min(bank._owners.values()),
                                                                        f"{root}/died")
                 rep = bank.run_epoch(40, source, decay_rate=0.01, commit_every=10)
                 results[label] = (rep, bank.read_all())

@@ -17,9 +17,24 @@ import numba
 import numpy as np
 
 __all__ = [
-    "EMPTY_ID", "splitmix64", "partition_of", "group_by_partition", "keep_last_of_runs", "lookup_sorted", "build_index", "lookup_indexed",
-    "aggregate_deltas", "decay_stats", "quality_stats", "apply_deltas", "histogram_fixup", "top_k",
-    "merge_top_k", "keyed_ids", "keyed_reinforcement", "MaintainedTopK",
+    "EMPTY_ID",
+    "MaintainedTopK",
+    "aggregate_deltas",
+    "apply_deltas",
+    "build_index",
+    "decay_stats",
+    "group_by_partition",
+    "histogram_fixup",
+    "keep_last_of_runs",
+    "keyed_ids",
+    "keyed_reinforcement",
+    "lookup_indexed",
+    "lookup_sorted",
+    "merge_top_k",
+    "partition_of",
+    "quality_stats",
+    "splitmix64",
+    "top_k",
 ]
 
 EMPTY_ID = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -214,8 +229,7 @@ def _bin(x: np.float32, bins: int, edges: np.ndarray) -> int:
     b = int(x * np.float32(bins))
     if b >= bins:
         b = bins - 1
-    if b < 0:
-        b = 0
+    b = max(b, 0)
     # np.histogram's float32 edges and corrections, so every bin count agrees with numpy's
     if x < edges[b] and b > 0:
         b -= 1

@@ -24,8 +24,17 @@ try:
 except ImportError:  # pragma: no cover - CPU-only installs
     cp = None
 
-__all__ = ["available", "decay_stats", "quality_stats", "keyed_reinforcement", "reinforce", "top_k",
-           "MaintainedTopKGPU", "block", "benchmark"]
+__all__ = [
+    "MaintainedTopKGPU",
+    "available",
+    "benchmark",
+    "block",
+    "decay_stats",
+    "keyed_reinforcement",
+    "quality_stats",
+    "reinforce",
+    "top_k",
+]
 
 _SRC = r"""
 #define GOLDEN 0x9E3779B97F4A7C15ull
@@ -115,7 +124,8 @@ __device__ __forceinline__ long long find(const unsigned long long* ids, long lo
 __global__ void reinforce(const unsigned long long* rids, const float* rdeltas, const long long* order, int m,
                           const unsigned long long* ids, long long n, float* s, unsigned int* count, long long* last,
                           long long step, int bins, int exact, const float* edges, unsigned long long* hist,
-                          double* total, unsigned int* maxbits, float oldmax, int* lowered, long long* changed) {
+                          double* total, unsigned int* maxbits, const unsigned int* oldmaxbits, int* lowered,
+                          long long* changed) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= m) return;
     changed[i] = -1;
@@ -136,7 +146,7 @@ __global__ void reinforce(const unsigned long long* rids, const float* rdeltas, 
     if (bo != bn) { atomicAdd(&hist[bo], 0xFFFFFFFFFFFFFFFFull); atomicAdd(&hist[bn], 1ull); }
     atomicAdd(total, (double)v - (double)old);
     atomicMax(maxbits, __float_as_uint(v));
-    if (old == oldmax && v < old) atomicOr(lowered, 1);
+    if (old == __uint_as_float(*oldmaxbits) && v < old) atomicOr(lowered, 1);
 }
 }
 """
@@ -228,11 +238,11 @@ def reinforce(ids: Any, strength: Any, count: Any, last_step: Any, rids: Any, rd
         return changed, False
     order = cp.argsort(rids)  # stable: equal ids keep arrival order
     lowered = cp.zeros(1, cp.int32)
-    oldmax = maxbits.view(cp.float32)
+    oldmax = maxbits.copy()  # the decayed maximum, read by the kernel while it raises maxbits
     _kernel("reinforce")(((m + 255) // 256,), (256,),
                          (rids, rdeltas, order, np.int32(m), ids, np.int64(ids.shape[0]), strength, count, last_step,
                           np.int64(step), np.int32(bins), np.int32(bins & (bins - 1) == 0), _edges(bins), hist,
-                          total, maxbits, np.float32(float(oldmax[0])), lowered, changed))
+                          total, maxbits, oldmax, lowered, changed))
     return changed, bool(lowered[0])
 
 
@@ -246,19 +256,24 @@ def top_k(strength: Any, ids: Any, k: int) -> Any:
     n = strength.shape[0]
     if n == 0 or k <= 0:
         return cp.empty(0, cp.int64)
-    if k < n:
-        kth = cp.partition(strength, n - k)[n - k]
-        cand = cp.flatnonzero(strength >= kth)
+    if k < n:  # the CPU kernel's rule: a 1024-bin histogram gives a threshold with >= k memories above it
+        hist = _launch_decay(strength, 1.0, False, K.THRESHOLD_BINS)[2]
+        b = int(cp.flatnonzero(cp.cumsum(hist[::-1]) >= k)[0])
+        cand = cp.flatnonzero(strength >= np.float32((K.THRESHOLD_BINS - 1 - b) / K.THRESHOLD_BINS))
     else:
         cand = cp.arange(n)
     return cand[_rank_order(strength[cand], ids[cand])[:k]].astype(cp.int64)
 
 
 class MaintainedTopKGPU:
-    """GPU twin of :class:`neurochunk.kernels.memory.MaintainedTopK` (same rule, cupy arrays)."""
+    """GPU twin of :class:`neurochunk.kernels.memory.MaintainedTopK` (same rule, cupy arrays).
+
+    The default slack is wider than on the CPU: sorting a few thousand candidates
+    costs the GPU little, a rebuild (a pass over the partition) much more.
+    """
 
     def __init__(self, k: int, slack: int | None = None) -> None:
-        self.k, self.size = k, k + (slack if slack is not None else max(64, 3 * k))
+        self.k, self.size = k, k + (slack if slack is not None else max(2048, 3 * k))
         self.cand = None
         self.outside = np.inf
         self.rebuilds = 0
@@ -345,43 +360,51 @@ def benchmark(sizes: list[int], iterations: int = 50, k: int = 100, bins: int = 
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     print(f"# GPU: {dev}, {time.strftime('%Y-%m-%d')}; 1% reinforced per iteration, {bins}-bin quality, top-{k}\n")
     print("| memories | copy GB/s | decay floor us | decay+stats us | plain cupy iter us | neurochunk iter us | "
-          "neurochunk / floor |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "neurochunk / floor | top-k rebuilds |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
-        ids = cp.sort(cp.asarray(K.keyed_ids(0, n)))
-        s0 = cp.asarray(np.random.default_rng(0).random(n, dtype=np.float32))
-        big = cp.empty(2 * n, cp.float32)
-        gbps = 2 * big.nbytes / (_time(lambda: big.copy()) * 1e-3) / 1e9
-        floor_us = 8 * n / (gbps * 1e9) * 1e6
-        s = s0.copy()
-        ds_us = 1e3 * _time(lambda: _launch_decay(s, 0.99, True, bins))
-        src = [keyed_reinforcement(1, 0, t, n, n // 100, 0.2) for t in range(iterations)]
-        rates = np.float32(0.99)
-
-        def plain(t: int = 0, s: Any = s0.copy()) -> None:
-            cp.clip(s * rates, 0, 1, out=s)
-            rids, rd = src[t % iterations]
-            u, inv = cp.unique(rids, return_inverse=True)
-            acc = cp.zeros(len(u))
-            cp.add.at(acc, inv, rd.astype(cp.float64))
-            pos = cp.minimum(cp.searchsorted(ids, u), n - 1)
-            ok = ids[pos] == u
-            p = pos[ok]
-            s[p] = cp.clip(s[p].astype(cp.float64) + acc[ok], 0, 1).astype(cp.float32)
-            s.sum(dtype=cp.float64), s.max(), cp.histogram(s, bins=bins, range=(0.0, 1.0))
-            cp.argpartition(s, n - k)[n - k:]
-
-        plain_us = 1e3 * _time(plain, reps=10)
-        sn, cnt, last = s0.copy(), cp.zeros(n, cp.uint32), cp.zeros(n, cp.int64)
-        block(ids, sn, cnt, last, 0, 3, 0.01, lambda t: src[t % iterations], k, bins)  # warm-up, compile
-        cp.cuda.Device().synchronize()
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        block(ids, sn, cnt, last, 3, iterations, 0.01, lambda t: src[t % iterations], k, bins)
-        b.record()
-        b.synchronize()
-        nc_us = 1e3 * cp.cuda.get_elapsed_time(a, b) / iterations
-        print(f"| {n:,} | {gbps:.0f} | {floor_us:.1f} | {ds_us:.1f} | {plain_us:.1f} | {nc_us:.1f} | "
-              f"{nc_us / floor_us:.1f}x |", flush=True)
-        del ids, s0, big, s, sn, cnt, last, src
+        print(_bench_size(n, iterations, k, bins), flush=True)
         cp.get_default_memory_pool().free_all_blocks()
+
+
+def _copy_bandwidth() -> float:
+    src, dst = cp.ones(2**28, cp.float32), cp.empty(2**28, cp.float32)  # 1 GiB each
+    return 2 * src.nbytes / (_time(lambda: cp.copyto(dst, src)) * 1e-3) / 1e9
+
+
+def _bench_size(n: int, iterations: int, k: int, bins: int) -> str:
+    ids = cp.sort(cp.asarray(K.keyed_ids(0, n)))
+    s0 = cp.asarray(np.random.default_rng(0).random(n, dtype=np.float32))
+    gbps = _copy_bandwidth()
+    floor_us = 8 * n / (gbps * 1e9) * 1e6
+    s = s0.copy()
+    ds_us = 1e3 * _time(lambda: _launch_decay(s, 0.99, True, bins))
+    src = [keyed_reinforcement(1, 0, t, n, n // 100, 0.2) for t in range(iterations)]
+    factor = np.float32(0.99)
+    sp = s0.copy()
+
+    def plain() -> None:
+        cp.clip(sp * factor, 0, 1, out=sp)
+        rids, rd = src[0]
+        u, inv = cp.unique(rids, return_inverse=True)
+        acc = cp.zeros(len(u))
+        cp.add.at(acc, inv, rd.astype(cp.float64))
+        pos = cp.minimum(cp.searchsorted(ids, u), n - 1)
+        ok = ids[pos] == u
+        p = pos[ok]
+        sp[p] = cp.clip(sp[p].astype(cp.float64) + acc[ok], 0, 1).astype(cp.float32)
+        sp.sum(dtype=cp.float64), sp.max(), cp.histogram(sp, bins=bins, range=(0.0, 1.0))
+        cp.argpartition(sp, n - k)[n - k:]
+
+    plain_us = 1e3 * _time(plain, reps=10)
+    sn, cnt, last = s0.copy(), cp.zeros(n, cp.uint32), cp.zeros(n, cp.int64)
+    block(ids, sn, cnt, last, 0, 3, 0.01, lambda t: src[t % iterations], k, bins)  # warm-up, compile
+    cp.cuda.Device().synchronize()
+    a, b = cp.cuda.Event(), cp.cuda.Event()
+    a.record()
+    stats = block(ids, sn, cnt, last, 3, iterations, 0.01, lambda t: src[t % iterations], k, bins)
+    b.record()
+    b.synchronize()
+    nc_us = 1e3 * cp.cuda.get_elapsed_time(a, b) / iterations
+    return (f"| {n:,} | {gbps:.0f} | {floor_us:.1f} | {ds_us:.1f} | {plain_us:.1f} | {nc_us:.1f} | "
+            f"{nc_us / floor_us:.1f}x | {stats['rebuilds']} of {iterations} |")

@@ -30,7 +30,6 @@ one iteration are summed (float64, arrival order) before clipping.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import tempfile
@@ -43,11 +42,10 @@ from typing import Any
 import dask
 import numpy as np
 from dask import delayed
-
 from neurochunk.kernels import memory as K
 from neurochunk.stores.replicas import Replica, ReplicaSet, write_chunk
 
-__all__ = ["MemoryBank", "Partition", "Quality", "EpochReport", "KeyedSource", "CapacityError"]
+__all__ = ["CapacityError", "EpochReport", "KeyedSource", "MemoryBank", "Partition", "Quality"]
 
 ARRAYS = {"id": np.uint64, "strength": np.float32, "count": np.uint32, "last_step": np.int64}
 FILL = {"id": K.EMPTY_ID, "strength": 0.0, "count": 0, "last_step": 0}

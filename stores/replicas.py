@@ -29,7 +29,7 @@ from .integrity import ChunkCorruptionError, array_of_chunk_key, crc32c_ok
 from .tiers import TierConfig
 from .urls import S3Options
 
-__all__ = ["Replica", "ReplicaSet", "ReplicaCommit", "ReplicaLostError"]
+__all__ = ["Replica", "ReplicaCommit", "ReplicaLostError", "ReplicaSet"]
 
 
 class ReplicaLostError(IOError):

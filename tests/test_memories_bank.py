@@ -5,7 +5,6 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-
 from neurochunk.kernels import memory as K
 from neurochunk.pipeline.memorybank import CapacityError, KeyedSource, MemoryBank
 

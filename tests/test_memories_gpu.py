@@ -7,9 +7,9 @@ import pytest
 
 cp = pytest.importorskip("cupy")
 
-from neurochunk.kernels import memory as K  # noqa: E402
-from neurochunk.kernels import memory_gpu as G  # noqa: E402
-from neurochunk.pipeline import memorybank as mb  # noqa: E402
+from neurochunk.kernels import memory as K
+from neurochunk.kernels import memory_gpu as G
+from neurochunk.pipeline import memorybank as mb
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not G.available(), reason="no CUDA device")]
 

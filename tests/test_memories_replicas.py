@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from neurochunk.kernels import memory as K
 from neurochunk.pipeline import memorybank as mb
 from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank

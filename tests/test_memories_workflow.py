@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from neurochunk.pipeline.memorybank import MemoryBank
 from neurochunk.workflows.cli import main
 from neurochunk.workflows.config import ConfigError

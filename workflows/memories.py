@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from neurochunk.kernels import memory as K
 from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank
 from neurochunk.stores import Dataset
@@ -24,7 +23,7 @@ from neurochunk.stores import Dataset
 from .config import Field, Section
 from .run import store_options
 
-__all__ = ["PARAMS", "run", "plot", "default_capacity"]
+__all__ = ["PARAMS", "default_capacity", "plot", "run"]
 
 PARAMS = Section({
     "n_memories": Field(int, 1_000_000, help="memories to ingest"),
@@ -48,11 +47,11 @@ PARAMS = Section({
 def default_capacity(n_memories: int, partitions: int) -> int:
     """Slots per partition: the mean load plus six standard deviations of a uniform hash."""
     mean = n_memories / partitions
-    return int(math.ceil(mean + 6 * math.sqrt(mean) + 16))
+    return math.ceil(mean + 6 * math.sqrt(mean) + 16)
 
 
 def _source(p: dict[str, Any]) -> KeyedSource:
-    draws = max(1, int(round(p["n_memories"] * p["reinforce_fraction"])))
+    draws = max(1, round(p["n_memories"] * p["reinforce_fraction"]))
     return KeyedSource(seed=p["seed"] + 1, id_seed=p["seed"], n_pool=p["n_memories"], n_draws=draws,
                        max_delta=p["max_delta"])
 

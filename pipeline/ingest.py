@@ -83,11 +83,16 @@ class StackSource:
 
 
 class HDF5Source:
-    """One dataset of an HDF5 file (``.gz``-compressed files are unpacked to a temporary file first)."""
+    """One dataset of an HDF5 file (``.gz``-compressed files are unpacked to a temporary file first).
+
+    ``transforms`` names an (n, 2) dataset mapping stored ids to final ids, as in
+    Raveler/NeuroProof ground truth, where ``stack`` holds per-plane superpixels
+    and ``transforms`` maps them to 3-D bodies; ids it does not list map to 0.
+    """
 
     slab_reads = False
 
-    def __init__(self, path: str, dataset: str | None = None) -> None:
+    def __init__(self, path: str, dataset: str | None = None, transforms: str | None = None) -> None:
         import h5py
 
         if path.endswith(".gz"):
@@ -107,12 +112,28 @@ class HDF5Source:
                 raise KeyError(f"{path}: no dataset {dataset!r}; it has {list(f)}")
             d = f[dataset]
             self.dataset, self.shape, self.dtype = dataset, tuple(d.shape), np.dtype(d.dtype)
+            self.lut = None
+            if transforms is not None:
+                if transforms not in f:
+                    raise KeyError(f"{path}: no transforms dataset {transforms!r}; it has {list(f)}")
+                pairs = np.asarray(f[transforms][...])
+                if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.min() < 0:
+                    raise ValueError(f"{path}: {transforms!r} must be (n, 2) non-negative (from id, to id) pairs")
+                self.lut = np.zeros(int(pairs[:, 0].max()) + 1, dtype=np.uint64)
+                self.lut[pairs[:, 0]] = pairs[:, 1]
+                self.dtype = np.dtype(np.uint32 if pairs[:, 1].max() < 2**32 else np.uint64)
+                self.lut = self.lut.astype(self.dtype)
 
     def read(self, box: Box) -> np.ndarray:
         import h5py
 
         with h5py.File(self.path, "r") as f:
-            return np.asarray(f[self.dataset][box])
+            block = np.asarray(f[self.dataset][box])
+        if self.lut is None:
+            return block
+        if block.min() < 0 or block.max() >= len(self.lut):
+            raise ValueError(f"{self.path}: ids in {box} fall outside the transforms table")
+        return self.lut[block]
 
 
 class ZarrSource:
@@ -187,7 +208,7 @@ class N5Source:
         return out
 
 
-def open_source(source: Any, dataset: str | None = None) -> Any:
+def open_source(source: Any, dataset: str | None = None, transforms: str | None = None) -> Any:
     """Wrap ``source`` in a reader: a numpy array, a folder or glob of PNG/TIFF planes, a multi-page TIFF,
     an HDF5 file (``file.h5`` or ``file.h5:dataset``, ``.gz`` allowed), a Zarr v2/v3 array or an N5 dataset."""
     if not isinstance(source, (str, os.PathLike)):
@@ -197,7 +218,9 @@ def open_source(source: Any, dataset: str | None = None) -> Any:
         path, dataset = path.rsplit(":", 1)
     low = path.lower()
     if re.search(r"\.(h5|hdf5|hdf)(\.gz)?$", low):
-        return HDF5Source(path, dataset)
+        return HDF5Source(path, dataset, transforms)
+    if transforms is not None:
+        raise ValueError(f"{path}: transforms apply to HDF5 sources only")
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "attributes.json")):
             return N5Source(path)
@@ -240,6 +263,7 @@ def _ingest_task(reader: Any, dst: Any, boxes: list[Box]) -> int:
 
 
 def ingest(source: Any, out: str | os.PathLike[str], *, labels: bool = False, dataset: str | None = None,
+           transforms: str | None = None,
            voxel_size: Sequence[float] = (1.0, 1.0, 1.0), unit: str = "nanometer",
            chunks: Sequence[int] | None = None, shards: Sequence[int] | None = None, codec: str | None = None,
            dtype: Any = None, client: Any = None, progress: bool = True, overwrite: bool = True,
@@ -260,12 +284,14 @@ def ingest(source: Any, out: str | os.PathLike[str], *, labels: bool = False, da
         Cast to this dtype (default: keep the source's, native byte order).
     slab_bytes
         Largest z-slab of planes one task may decode at once for image stacks.
+    transforms
+        HDF5 only: an (n, 2) id-mapping dataset applied while reading (see :class:`HDF5Source`).
 
     Returns
     -------
     The new volume; its ``neurochunk`` block records the ``source``.
     """
-    reader = open_source(source, dataset)
+    reader = open_source(source, dataset, transforms)
     if len(reader.shape) != 3:
         raise ValueError(f"{source}: a volume needs 3 dimensions (z, y, x), got shape {reader.shape}")
     out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype.newbyteorder("=")

@@ -29,6 +29,7 @@ __all__ = ["PARAMS", "run", "plot", "check"]
 PARAMS = Section({
     "image": Field(str, help="image source: PNG/TIFF folder or glob, .h5[:dataset], Zarr or N5; none = synthetic"),
     "labels": Field(str, help="label source (same kinds); none = threshold the image, or synthetic"),
+    "labels_transforms": Field(str, help="HDF5 labels: an (n, 2) dataset mapping stored ids to bodies"),
     "voxel_size": Field(list, [1.0, 1.0, 1.0], items=(int, float), help="z, y, x voxel size"),
     "unit": Field(str, "nanometer"),
     "image_chunk": Field(int, 128, help="chunk edge of image volumes"),
@@ -85,7 +86,7 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
                                                      progress=progress))
     if p["labels"] is not None:
         labels = timed("ingest_labels", lambda: ingest(p["labels"], f"{root}/labels.zarr", labels=True,
-                                                       chunks=lchunks, **common))
+                                                       transforms=p["labels_transforms"], chunks=lchunks, **common))
     elif image is not None:
         if p["threshold"] is None:
             raise ValueError("connectomics: give params.labels or params.threshold to segment the image")

@@ -366,8 +366,6 @@ class MemoryBank:
         self._dirty = False
         self._owners: dict[int, str] = {}
         self.last_graph_size = 0
-        for ds in replicas.datasets:
-            ds.commits.gc()
         self._refresh()
 
     # -- construction ---------------------------------------------------------------------------
@@ -476,6 +474,10 @@ class MemoryBank:
 
     # -- commits ----------------------------------------------------------------------------------
     def _begin(self, name: str, meta: dict[str, Any]) -> Any:
+        # one writer at a time: what a killed writer left half-written goes before a new commit starts
+        # (readers never collect, so opening a bank never disturbs a writer)
+        for ds in self.replicas.datasets:
+            ds.commits.gc()
         pending = self.replicas.begin(name, meta)
         for arr, dtype in ARRAYS.items():
             pending.create_array(arr, (self.n_partitions * self.capacity,), dtype, chunks=(self.capacity,),

@@ -55,13 +55,16 @@ def test_sigkill_mid_commit_resumes_with_nothing_lost(tmp_path):
     proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "bank.zarr")], capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
-    survivor = MemoryBank.open(str(tmp_path / "bank.zarr"))  # also removes the half-written commit
+    survivor = MemoryBank.open(str(tmp_path / "bank.zarr"))
     assert survivor.iteration == 10 and survivor.commit_name.endswith("iter10")
+    data = tmp_path / "bank.zarr" / "commits"
+    assert len([d for d in data.iterdir() if d.is_dir()]) == 3  # two kept commits, the half-written one
     assert survivor.n_memories == N
     stored = survivor.read_all()
     assert len(np.unique(stored["id"])) == N  # zero memories lost
     report = survivor.resume_epoch(SOURCE)
     assert report is not None and report.first_iteration == 10 and survivor.iteration == 30
+    assert len([d for d in data.iterdir() if d.is_dir()]) == 2  # the next writer collected it
     assert survivor.resume_epoch(SOURCE) is None  # the epoch is finished
 
     reference = _filled(tmp_path / "ref.zarr")

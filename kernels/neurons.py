@@ -27,7 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .procedural import deliver_one
+from .procedural import deliver_many
 from .rng import STREAM_POISSON, mix64, poisson_table, stream_key
 
 __all__ = ["MODELS", "DEFAULTS", "RECEPTORS", "STATE_VARS", "pack_params", "run_window", "N_RECEPTORS"]
@@ -72,10 +72,23 @@ def pack_params(model: str, params: Mapping[str, Any], dt: float) -> tuple[int, 
     return MODELS[model], out, int(round(p["t_ref"] / dt))
 
 
-@numba.njit(nogil=True, cache=True)
 def run_window(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq, pois_r,
                v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, ptr_all, ptr_off, cols, cwq, cdl):
     """Advance neurons ``[lo, lo + len(v))`` from step ``s0`` by ``n_steps``, in place.
+
+    ``ring`` is the state's ``(neuron, slot, receptor)`` ring buffer; see :func:`run_window_slot_major`.
+    """
+    work = np.ascontiguousarray(ring.transpose(1, 2, 0))
+    out = run_window_slot_major(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq, pois_r, v, u, g,
+                                ref, work, s0, n_steps, lo, seed, pint, pflt, block, ptr_all, ptr_off, cols, cwq, cdl)
+    ring[...] = work.transpose(2, 0, 1)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def run_window_slot_major(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq, pois_r,
+               v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, ptr_all, ptr_off, cols, cwq, cdl):
+    """Advance neurons ``[lo, lo + len(v))`` from step ``s0`` by ``n_steps``, in place; ``ring`` is slot-major.
 
     Per-population tables (``models``, ``prms``, ``pois_cdf`` (Poisson tables), ...; population ``k`` holds
     global neurons ``offsets[k]:offsets[k + 1]``) let a chunk span populations.
@@ -84,7 +97,7 @@ def run_window(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq
     window's spikes, in step order.
     """
     n = v.shape[0]
-    n_slots = ring.shape[1]
+    n_slots = ring.shape[0]
     hi = lo + n
     cap = max(256, n * n_steps // 100)
     out_s = np.empty(cap, np.int64)
@@ -117,8 +130,9 @@ def run_window(models, prms, ref_steps, quanta, offsets, lams, pois_cdf, pois_wq
             out_s, out_i = _grown(out_s, n_out, cap), _grown(out_i, n_out, cap)
         n_out = _collect(flags, s, lo, out_s, out_i, n_out)
         # deliver after the whole chunk has stepped: a spike never reaches a neuron within its own step
-        for x in range(first_spike, n_out):
-            deliver_one(out_i[x], s, pint, pflt, seed, block, lo, hi, ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
+        if n_out > first_spike:
+            deliver_many(out_s[first_spike:n_out], out_i[first_spike:n_out], -1, -1, pint, pflt, seed, block, lo, hi,
+                         ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
     return out_s[:n_out].copy(), out_i[:n_out].copy()
 
 
@@ -154,15 +168,15 @@ def _collect(flags, s, lo, out_s, out_i, n_out):
 def _poisson_input(ring, slot, r, wq, cdf, seed, pop, lo, i0, i1, s):
     base = stream_key(seed, STREAM_POISSON, pop, 0)
     for i in range(i0, i1):
-        ring[i, slot, r] += poisson_table(mix64(base ^ np.uint64(lo + i)), s, cdf) * wq
+        ring[slot, r, i] += poisson_table(mix64(base ^ np.uint64(lo + i)), s, cdf) * wq
 
 
 @_kernel
 def _take(ring, slot, i, q0, q1):
-    a0 = ring[i, slot, 0]
-    a1 = ring[i, slot, 1]
-    ring[i, slot, 0] = 0
-    ring[i, slot, 1] = 0
+    a0 = ring[slot, 0, i]
+    a1 = ring[slot, 1, i]
+    ring[slot, 0, i] = 0
+    ring[slot, 1, i] = 0
     return np.float32(a0) * q0, np.float32(a1) * q1
 
 

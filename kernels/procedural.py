@@ -24,7 +24,7 @@ import numpy as np
 
 from .rng import STREAM_CONN, STREAM_INDEGREE, normal, stream_key, uniform
 
-__all__ = ["RULES", "deliver_one", "deliver_many", "materialize", "I_RULE", "F_P"]
+__all__ = ["RULES", "deliver_many", "materialize", "I_RULE", "F_P"]
 
 RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3}
 WEIGHT_KINDS = {"constant": 0, "normal": 1, "uniform": 2}
@@ -73,64 +73,68 @@ def _next_target(pflt, p, key, k, j):
 
 
 @_jit
-def deliver_one(gid, s, pint, pflt, seed, block, lo, hi, ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl):
-    """Add the synapses of a spike of global neuron ``gid`` at step ``s`` that land in ``[lo, hi)``.
+def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi, ring, n_slots,
+                 ptr_all, ptr_off, cols, cwq, cdl):
+    """Add the synapses of spikes ``(steps, gids)`` that land in post neurons ``[lo, hi)``.
 
-    ``ring[i - lo, (s + delay) % n_slots, receptor] += weight`` for each such synapse.
-    Stored projections read CSR rows (``ptr_all``/``cols``/...), procedural ones regenerate them.
+    ``ring[(s + delay) % n_slots, receptor, i - lo] += weight`` for each synapse (the ring is
+    slot-major here). Spikes of neurons in ``[skip_lo, skip_hi)`` are skipped. Stored
+    projections read CSR rows (``ptr_all``/``cols``/...); procedural ones regenerate them one
+    target block at a time for all spikes, so the writes of a block stay in cache.
     """
+    n_spk = gids.shape[0]
     for p in range(pint.shape[0]):
-        pre = gid - pint[p, I_PRE_LO]
-        if pre < 0 or pre >= pint[p, I_PRE_N]:
-            continue
         post_lo = pint[p, I_POST_LO]
         post_hi = post_lo + pint[p, I_POST_N]
         if post_hi <= lo or post_lo >= hi:
             continue
+        pre_lo = pint[p, I_PRE_LO]
+        pre_n = pint[p, I_PRE_N]
         r = pint[p, I_RECEPTOR]
-        if pint[p, I_STORED] != 0:
-            base = ptr_off[p]
-            for x in range(ptr_all[base + pre], ptr_all[base + pre + 1]):
-                ring[cols[x], (s + cdl[x]) % n_slots, r] += cwq[x]
-            continue
         rule = pint[p, I_RULE]
-        if rule == 2:
-            t = post_lo + pre
-            if lo <= t < hi:
-                key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, pre // block)
-                wq, d, k = _weight_delay(pint, pflt, p, key, 0)
-                ring[t - lo, (s + d) % n_slots, r] += wq
+        pid = (STREAM_CONN << 32) | pint[p, I_ID]
+        if pint[p, I_STORED] != 0 or rule == 2:
+            for x in range(n_spk):
+                g = gids[x]
+                pre = g - pre_lo
+                if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                    continue
+                s = steps[x]
+                if pint[p, I_STORED] != 0:
+                    base = ptr_off[p]
+                    for y in range(ptr_all[base + pre], ptr_all[base + pre + 1]):
+                        ring[(s + cdl[y]) % n_slots, r, cols[y]] += cwq[y]
+                else:
+                    t = post_lo + pre
+                    if lo <= t < hi:
+                        wq, d, k = _weight_delay(pint, pflt, p, stream_key(seed, pid, pre, pre // block), 0)
+                        ring[(s + d) % n_slots, r, t - lo] += wq
             continue
         b0 = (max(lo, post_lo) - post_lo) // block
         b1 = (min(hi, post_hi) - post_lo + block - 1) // block
         for b in range(b0, b1):
             start = post_lo + b * block
             n_b = min(block, post_hi - start)
-            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, b)
-            k = 0
-            j = np.int64(-1)
-            while True:
-                if rule == 1:
-                    j += 1
-                else:
-                    j, k = _next_target(pflt, p, key, k, j)
-                if j >= n_b:
-                    break
-                wq, d, k = _weight_delay(pint, pflt, p, key, k)
-                t = start + j
-                if lo <= t < hi:
-                    ring[t - lo, (s + d) % n_slots, r] += wq
-
-
-@_jit
-def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi, ring, n_slots,
-                 ptr_all, ptr_off, cols, cwq, cdl):
-    """:func:`deliver_one` for each spike whose neuron is outside ``[skip_lo, skip_hi)``."""
-    for x in range(gids.shape[0]):
-        g = gids[x]
-        if skip_lo <= g < skip_hi:
-            continue
-        deliver_one(g, steps[x], pint, pflt, seed, block, lo, hi, ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
+            for x in range(n_spk):
+                g = gids[x]
+                pre = g - pre_lo
+                if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                    continue
+                s = steps[x]
+                key = stream_key(seed, pid, pre, b)
+                k = 0
+                j = np.int64(-1)
+                while True:
+                    if rule == 1:
+                        j += 1
+                    else:
+                        j, k = _next_target(pflt, p, key, k, j)
+                    if j >= n_b:
+                        break
+                    wq, d, k = _weight_delay(pint, pflt, p, key, k)
+                    t = start + j
+                    if lo <= t < hi:
+                        ring[(s + d) % n_slots, r, t - lo] += wq
 
 
 @_jit
@@ -138,7 +142,7 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
     """CSR of projection ``p``'s synapses into post neurons ``[lo, hi)``, rows = presynaptic neurons.
 
     Returns ``(indptr, cols, wq, delay)``: ``cols`` are indices local to ``lo``.
-    Synapses of a row are in the order :func:`deliver_one` generates them.
+    Synapses of a row are in the order :func:`deliver_many` generates them.
     """
     n_pre = pint[p, I_PRE_N]
     post_lo = pint[p, I_POST_LO]

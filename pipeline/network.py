@@ -263,7 +263,7 @@ def coba_network(n: int = 4000, *, p: float = 0.02, seed: int = 0, chunk: int | 
 
 def brunel_network(n: int = 12500, *, g: float = 5.0, eta: float = 2.0, j: float = 0.1, epsilon: float = 0.1,
                    delay: float = 1.5, seed: int = 0, chunk: int | None = None, dt: float = 0.1,
-                   rule: str = "fixed_indegree", conn_block: int = 1024, connectivity: str | None = None,
+                   rule: str = "fixed_indegree", conn_block: int | None = None, connectivity: str | None = None,
                    v_init: Any = 0.0) -> Network:
     """Brunel (2000) model A: 80% E, 20% I delta-synapse LIF, in-degree ``epsilon * N_E``."""
     n_e = n * 4 // 5
@@ -284,6 +284,8 @@ def brunel_network(n: int = 12500, *, g: float = 5.0, eta: float = 2.0, j: float
             else:
                 projs.append(Projection(f"{a}{b}", a, b, "v", w, rule="fixed_probability", p=k / n_pre, delay=delay))
     mode = connectivity or ("stored" if rule == "fixed_indegree" else "procedural")
+    if conn_block is None:  # about 16 synapses per (spike, target block): block set-up costs as much as a synapse
+        conn_block = max(1024, 1 << math.ceil(math.log2(16 * n_e / max(c_e, 1))))
     return Network(pops, tuple(projs), dt=dt, seed=seed, chunk=chunk or n,
                    conn_block=conn_block, connectivity=mode)
 

@@ -18,7 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from neurochunk.kernels.neurons import DEFAULTS, STATE_VARS, run_window
+from neurochunk.kernels.neurons import DEFAULTS, STATE_VARS, run_window_slot_major
 from neurochunk.kernels.procedural import deliver_many
 from neurochunk.kernels.rng import STREAM_INIT, normal_array, uniform_array
 
@@ -96,21 +96,22 @@ def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndar
                  ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
                  n_steps: int) -> tuple[Any, ...]:
     tables, lo, seed, pint, pflt, block = args
-    v, u, g, ref, ring = v.copy(), u.copy(), g.copy(), ref.copy(), ring.copy()
+    v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
+    work = np.ascontiguousarray(ring.transpose(1, 2, 0))  # slot-major while the kernels run
     hi = lo + v.shape[0]
     if incoming is not None:
-        deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, ring.shape[1], *conn)
-    spikes = run_window(*tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, *conn)
-    return v, u, g, ref, ring, spikes
+        deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
+    spikes = run_window_slot_major(*tables, v, u, g, ref, work, s0, n_steps, lo, seed, pint, pflt, block, *conn)
+    return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), spikes
 
 
 def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray,
                   incoming: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     _, lo, seed, pint, pflt, block = args
-    ring = ring.copy()
+    work = np.ascontiguousarray(ring.transpose(1, 2, 0))
     hi = lo + ring.shape[0]
-    deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, ring.shape[1], *conn)
-    return ring
+    deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
+    return np.ascontiguousarray(work.transpose(2, 0, 1))
 
 
 def _gather(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -66,12 +66,10 @@ class Partition:
     strength: np.ndarray
     count: np.ndarray
     last_step: np.ndarray
-    ranker: K.MaintainedTopK | None = None
     bytes_read: int = 0  # bytes this copy was read from the store with (0: from a worker's memory)
 
     def copy(self) -> Partition:
-        return Partition(self.index, self.id, self.strength.copy(), self.count.copy(), self.last_step.copy(),
-                         None)
+        return Partition(self.index, self.id, self.strength.copy(), self.count.copy(), self.last_step.copy())
 
     def __len__(self) -> int:
         return len(self.id)

@@ -12,6 +12,7 @@ configs, dataset attributes and ``neurochunk info`` all use:
 ``packbits``            boolean rasters packed 8 per byte, then lossless
 ``delta``               integer differences of neighbours (sorted event lists), then lossless
 ``raw``                 no compression (checksum only)
+``lz4``                 blosc lz4 level 5, byte shuffle: several times faster to encode than zstd, larger
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 __all__ = ["CodecPreset", "parse_codec", "PRESETS"]
 
-PRESETS = ("lossless", "bitshuffle", "bitround", "quantize", "float16", "packbits", "delta", "raw")
+PRESETS = ("lossless", "bitshuffle", "bitround", "quantize", "float16", "packbits", "delta", "raw", "lz4")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class CodecPreset:
         from zarr import codecs as zc
 
         shuffle = "bitshuffle" if self.name in ("bitshuffle", "packbits") else "shuffle"
-        blosc = BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=max(np.dtype(dtype).itemsize, 1))
+        cname, clevel = ("lz4", 5) if self.name == "lz4" else ("zstd", 3)
+        blosc = BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle, typesize=max(np.dtype(dtype).itemsize, 1))
         compressors: list[Any] = [blosc, Crc32cCodec()]
         filters: list[Any] = []
         dtype = np.dtype(dtype)

@@ -6,6 +6,7 @@ One scenario per command, each printing a table with its peer side by side::
     python benchmarks/training.py temporal              # T=40, delays 5/3: checkpointed vs every step
     python benchmarks/training.py dictionary            # d=256, K=512, s=8 vs scikit-learn, same run
     python benchmarks/training.py dictionary-large      # data 4x the workers' memory, peak memory bounded
+    python benchmarks/training.py catalog               # cosine top-k over a catalog 4x the workers' memory
     python benchmarks/training.py gpu                   # OMP and dictionary learning on the GPU (device machine)
 """
 
@@ -124,7 +125,8 @@ def bench_codecs(args: argparse.Namespace) -> str:
         for t in range(steps):
             arr.append(data[t:t + 1], axis=0)
         dt = time.perf_counter() - t0
-        rows.append({"data": label, "codec": "peer: zarr Array.append per step", "ratio": data.nbytes / arr.nbytes_stored(),
+        rows.append({"data": label, "codec": "peer: zarr Array.append per step",
+                     "ratio": data.nbytes / arr.nbytes_stored(),
                      "max rel err": 0.0, "max abs err": 0.0, "bound": "exact", "write MB/s": data.nbytes / dt / 1e6})
     # spikes: 5 Hz, 1 ms steps; dense bool, packbits, events + delta
     rng = np.random.default_rng(1)
@@ -155,8 +157,6 @@ def bench_codecs(args: argparse.Namespace) -> str:
 
 # -------------------------------------------------------------------------------------------- temporal
 def bench_temporal(args: argparse.Namespace) -> str:
-    import dask
-
     from neurochunk.kernels.recurrent import DelayedRNN
     from neurochunk.pipeline.temporal import run_checkpointed, run_every_step, states
     from neurochunk.stores import Dataset
@@ -183,7 +183,7 @@ def bench_temporal(args: argparse.Namespace) -> str:
                 t0 = time.perf_counter()
                 means = {2: client.compute(states(ds, 2).mean(axis=(1, 2)), sync=True)}  # needs every layer
                 read_s = time.perf_counter() - t0
-            with PeakRSS(pids) as peak_one:
+            with PeakRSS(pids):
                 t0 = time.perf_counter()
                 one = client.compute(states(ds, 2)[23], sync=True)
                 one_s = time.perf_counter() - t0
@@ -243,7 +243,7 @@ def bench_dictionary(args: argparse.Namespace) -> str:
     sk_rate = n * args.sk_epochs / sk_s
     with dask.config.set(scheduler="threads", num_workers=2), threadpool_limits(1):
         sk_t = objective_terms(xd, sk.components_.astype(np.float32), s)
-        rows.append(row(f"scikit-learn MiniBatchDictionaryLearning (cd, batch 256)", args.sk_epochs, sk_s, sk_t, None))
+        rows.append(row("scikit-learn MiniBatchDictionaryLearning (cd, batch 256)", args.sk_epochs, sk_s, sk_t, None))
         out = Dataset.create(Path(tempfile.mkdtemp()) / "dict.zarr", "activations")
         learn_dictionary(xd, out, n_atoms=k, sparsity=s, epochs=1, progress=False)  # compile numba kernels
         out = Dataset.create(Path(tempfile.mkdtemp()) / "dict.zarr", "activations")
@@ -316,8 +316,74 @@ def bench_dictionary_large(args: argparse.Namespace) -> str:
             {"stage": f"dictionary learning, {args.epochs} epochs", "rows": n, "GiB": n * d * 4 / 2**30,
              "seconds": res.seconds, "samples/s": res.samples_per_s, "peak worker MiB (sum)": peak.peak_sum / 2**20,
              "worker limit MiB (sum)": mem_limit / 2**20}]
-    return (table(rows, f"dictionary learning on data 4x the workers' memory (d={d}, K={k}, s={s}, 2 workers x 1 thread)")
+    return (table(rows, f"dictionary learning on data 4x the workers' memory (d={d}, K={k}, s={s}, "
+                        "2 workers x 1 thread)")
             + f"\nreconstruction error 0.5||x - cD||^2 per row, by epoch: {[round(o, 4) for o in res.errors]}")
+
+
+# --------------------------------------------------------------------------------------------- catalog
+def bench_catalog(args: argparse.Namespace) -> str:
+    from neurochunk.pipeline.catalog import FeatureCatalog
+
+    d, per_dict, q, k = 256, 65_536, 32, 10
+    cluster, client, pids = _cluster(2, args.worker_memory)
+    mem_limit = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
+    n_dicts = args.rows // per_dict if args.rows else int(4 * mem_limit // (per_dict * d * 4)) + 1
+    tmp = Path(tempfile.mkdtemp(prefix="nc-catalog-", dir=args.tmp))
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((q, d)).astype(np.float32)
+    try:
+        cat = FeatureCatalog.create(tmp / "cat.zarr", dim=d, chunk=32_768)
+        t0 = time.perf_counter()
+        for i in range(n_dicts):  # one dictionary in memory at a time
+            atoms = np.random.default_rng(i + 1).standard_normal((per_dict, d)).astype(np.float32)
+            freq = np.random.default_rng(i + 1000).random(per_dict).astype(np.float32)
+            cat.add(atoms, name=f"dict{i}", source=f"run-{i % 4}", layer=f"layer{i % 3}", tags=["bench"],
+                    frequency=freq)
+        add_s = time.perf_counter() - t0
+        cat = FeatureCatalog.open(tmp / "cat.zarr")
+        n = cat.n_atoms
+        cat.topk(queries[:1], k, client=client, name="dict0")  # warm-up: imports on the workers
+        with PeakRSS(pids) as peak:
+            t0 = time.perf_counter()
+            scores, ids = cat.topk(queries, k, client=client)
+            topk_s = time.perf_counter() - t0
+        with PeakRSS(pids) as peak_f:
+            t0 = time.perf_counter()
+            scores_f, ids_f = cat.topk(queries, k, client=client, source="run-1", min_frequency=0.5)
+            filt_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sel = cat.select(layer="layer2", min_frequency=0.99)
+        select_s = time.perf_counter() - t0
+        # the exact answer, scanned chunk by chunk on the client
+        t0 = time.perf_counter()
+        qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        best_s, best_i = np.full((q, k), -np.inf, np.float32), np.zeros((q, k), np.int64)
+        arr = cat.ds["atoms"]
+        for lo in range(0, n, 262_144):
+            sc = qn @ np.asarray(arr[lo:lo + 262_144]).T
+            all_s = np.concatenate([best_s, sc], axis=1)
+            all_i = np.concatenate([best_i, np.arange(lo, lo + sc.shape[1])[None].repeat(q, 0)], axis=1)
+            order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(all_s, order, 1), np.take_along_axis(all_i, order, 1)
+        scan_s = time.perf_counter() - t0
+        exact = bool(np.array_equal(ids, best_i))
+    finally:
+        client.close()
+        cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    gib = n * d * 4 / 2**30
+    rows = [{"query": f"cosine top-{k} of {q} queries, whole catalog", "seconds": topk_s, "atoms/s": n / topk_s,
+             "peak worker MiB (sum)": peak.peak_sum / 2**20, "same as exact scan": exact},
+            {"query": "top-k restricted to source=run-1, frequency >= 0.5", "seconds": filt_s, "atoms/s": n / filt_s,
+             "peak worker MiB (sum)": peak_f.peak_sum / 2**20, "same as exact scan": "-"},
+            {"query": f"select layer=layer2, frequency >= 0.99 ({len(sel)} atoms)", "seconds": select_s,
+             "atoms/s": n / select_s, "peak worker MiB (sum)": float("nan"), "same as exact scan": "-"},
+            {"query": "peer: exact chunked numpy scan on the client", "seconds": scan_s, "atoms/s": n / scan_s,
+             "peak worker MiB (sum)": float("nan"), "same as exact scan": True}]
+    return (table(rows, f"feature catalog: {n:,} atoms x {d} ({gib:.1f} GiB) from {n_dicts} dictionaries; "
+                        f"2 workers with {mem_limit / 2**30:.2f} GiB together")
+            + f"\nbuilding it (catalog.add, one 64 MiB dictionary at a time): {add_s:.1f} s")
 
 
 # ------------------------------------------------------------------------------------------------- GPU
@@ -361,18 +427,39 @@ def bench_gpu(args: argparse.Namespace) -> str:
         out = Dataset.create(Path(tempfile.mkdtemp()) / "dict.zarr", "activations")
         res = learn_dictionary(xd, out, n_atoms=k, sparsity=s, epochs=args.epochs, gpu=True, progress=False)
         obj = objective(xd, res.dictionary, s, gpu=True)
+    from neurochunk.kernels.recurrent import DelayedRNN, advance, empty_history, make_weights, stimulus
+
+    model = DelayedRNN((256, 256, 256), delay_ff=5, delay_rec=3, seed=2)
+    w = make_weights(model)
+    ng = 65_536
+    xs = stimulus(model, cp.arange(ng), cp)
+    advance(model, w, xs, empty_history(model, ng, cp), 0, 2)
+    a, b = cp.cuda.Event(), cp.cuda.Event()
+    a.record()
+    advance(model, w, xs, empty_history(model, ng, cp), 0, 40)
+    b.record()
+    b.synchronize()
+    rnn_gpu = ng * 40 / (cp.cuda.get_elapsed_time(a, b) / 1e3)
+    nc = 4096
+    t0 = time.perf_counter()
+    advance(model, w, stimulus(model, np.arange(nc)), empty_history(model, nc), 0, 40)
+    rnn_cpu = nc * 40 / (time.perf_counter() - t0)
     rows = [{"what": "OMP codes (kernel, cupy events, median of 5)", "rows": xg.shape[0], "samples/s": omp_rate},
             {"what": "OMP codes, CPU twin on this machine's one core", "rows": xc.shape[0], "samples/s": cpu_rate},
             {"what": f"dictionary learning epoch (host data, {args.epochs} epochs)", "rows": n,
-             "samples/s": res.samples_per_s}]
+             "samples/s": res.samples_per_s},
+            {"what": "delayed RNN forward, 2 x 256 units, T=40 (sample-steps/s)", "rows": ng, "samples/s": rnn_gpu},
+            {"what": "delayed RNN forward, CPU twin, all host cores (sample-steps/s)", "rows": nc,
+             "samples/s": rnn_cpu}]
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     return (table(rows, f"GPU ({dev}): d={d}, K={k}, s={s}")
-            + f"\nfinal objective {obj:.4f}; objectives by epoch {[round(o, 4) for o in res.objectives]}")
+            + f"\nfinal objective {obj:.4f}; objectives by epoch {[round(o, 4) for o in res.objectives]}"
+            + f"\nreconstruction error by epoch {[round(e, 4) for e in res.errors]}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["codecs", "temporal", "dictionary", "dictionary-large", "gpu"])
+    p.add_argument("scenario", choices=["codecs", "temporal", "dictionary", "dictionary-large", "catalog", "gpu"])
     p.add_argument("--samples", type=int, default=None, help="samples of the recurrent model")
     p.add_argument("--rows", type=int, default=None, help="rows of the dictionary-learning data")
     p.add_argument("--epochs", type=int, default=None)
@@ -383,13 +470,15 @@ def main() -> None:
     p.add_argument("--out", default=None, help="append the tables to this file")
     args = p.parse_args()
     defaults = {"codecs": {"samples": 4096}, "temporal": {"samples": 65536, "worker_memory": "1.25GiB"},
-                "dictionary": {"rows": 16_384, "epochs": 30, "sk_epochs": 2}, "dictionary-large": {"epochs": 2, "worker_memory": "640MiB"},
+                "dictionary": {"rows": 16_384, "epochs": 30, "sk_epochs": 2},
+                "dictionary-large": {"epochs": 2, "worker_memory": "640MiB"},
+                "catalog": {"worker_memory": "640MiB"},
                 "gpu": {"rows": 1_048_576, "epochs": 5}}[args.scenario]
     for key, v in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, v)
     fn = {"codecs": bench_codecs, "temporal": bench_temporal, "dictionary": bench_dictionary,
-          "dictionary-large": bench_dictionary_large, "gpu": bench_gpu}[args.scenario]
+          "dictionary-large": bench_dictionary_large, "catalog": bench_catalog, "gpu": bench_gpu}[args.scenario]
     text = fn(args)
     print(text, flush=True)
     if args.out:

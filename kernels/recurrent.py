@@ -77,7 +77,8 @@ def counter_uniform(seed: int, ids: Any, n: int, xp: Any = np) -> Any:
     """Uniform [0, 1) numbers ``(len(ids), n)`` keyed by (seed, id, column): same on CPU and GPU."""
     ids = xp.asarray(ids, dtype=xp.uint64)[:, None]
     col = xp.arange(n, dtype=xp.uint64)[None, :]
-    z = ids * xp.uint64(0x9E3779B97F4A7C15) + col * xp.uint64(0xD1B54A32D192ED03) + xp.uint64(seed * 0x632BE59BD9B4E019 & (2**64 - 1))
+    key = xp.uint64(seed * 0x632BE59BD9B4E019 & (2**64 - 1))
+    z = ids * xp.uint64(0x9E3779B97F4A7C15) + col * xp.uint64(0xD1B54A32D192ED03) + key
     z = (z ^ (z >> xp.uint64(30))) * xp.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> xp.uint64(27))) * xp.uint64(0x94D049BB133111EB)
     z = z ^ (z >> xp.uint64(31))

@@ -161,7 +161,8 @@ class FeatureCatalog:
         ids = np.asarray(list(atom_ids), np.int64)
         cols = {n: np.asarray(self.ds[n].get_coordinate_selection(ids)) if len(ids) else np.empty(0) for n in META}
         dicts = self.dictionaries
-        return [{"atom": int(a), **{k: dicts[int(cols["dictionary"][i])][k] for k in ("name", "source", "layer", "tags")},
+        fields = ("name", "source", "layer", "tags")
+        return [{"atom": int(a), **{k: dicts[int(cols["dictionary"][i])][k] for k in fields},
                  "index": int(cols["index"][i]), "frequency": float(cols["frequency"][i]),
                  "mean_activation": float(cols["mean_activation"][i])} for i, a in enumerate(ids)]
 
@@ -186,7 +187,8 @@ class FeatureCatalog:
             parts = [merge(parts[i:i + split_every], k) for i in range(0, len(parts), split_every)]
         return merge(parts, k)
 
-    def topk(self, queries: np.ndarray, k: int = 10, *, client: Any = None, **conditions: Any) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, queries: np.ndarray, k: int = 10, *, client: Any = None,
+             **conditions: Any) -> tuple[np.ndarray, np.ndarray]:
         """Cosine-similarity top-``k`` atoms of each query ``(q, dim)``: ``(scores, atom ids)``, best first.
 
         ``conditions`` restrict the search like :meth:`select` (``source``, ``layer``,

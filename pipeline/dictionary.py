@@ -129,7 +129,7 @@ def stats_graph(x: da.Array, dictionary: np.ndarray, s: int, split_every: int = 
 
 
 def iteration_blocks(n_blocks: int, per_iteration: int, seed: int, iteration: int) -> tuple[int, list[int]]:
-    """``(epoch, row chunks)`` of an iteration: each epoch visits every chunk once, in an order keyed by (seed, epoch)."""
+    """``(epoch, row chunks)`` of an iteration; an epoch visits each chunk once, in an order keyed by (seed, epoch)."""
     per_epoch = -(-n_blocks // per_iteration)
     epoch, group = divmod(iteration, per_epoch)
     order = np.random.Generator(np.random.Philox(key=[seed, (0xB10C << 32) | epoch])).permutation(n_blocks)

@@ -1,4 +1,4 @@
-"""The T-step forward run of a :class:`~neurochunk.kernels.recurrent.DelayedRNN` as a lazy graph with temporal checkpoints.
+"""The T-step forward run of a delayed recurrent model as a lazy graph with temporal checkpoints.
 
 The graph is a grid of tasks over (sample chunk x time batch of ``k`` steps).
 Along time each sample chunk is a chain: a task takes the history after the

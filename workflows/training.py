@@ -52,6 +52,8 @@ PARAMS = Section({
         "n_atoms": Field(int, 64),
         "sparsity": Field(int, 4),
         "epochs": Field(int, 5),
+        "chunks_per_iteration": Field(int, None, help="online updates over this many row chunks (default: batch)"),
+        "gpu": Field(bool, False, help="sparse-code on the GPU (cupy)"),
     }),
     "seed": Field(int, 0),
 })
@@ -124,7 +126,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     x = x.reshape((-1, n1), merge_chunks=True)
     out = Dataset.create(f"{base}/dictionary.zarr", "activations", overwrite=overwrite, **opts)
     res = learn_dictionary(x, out, n_atoms=dcfg["n_atoms"], sparsity=dcfg["sparsity"], epochs=dcfg["epochs"],
-                           seed=p["seed"], client=client, progress=cfg.get("progress", True))
+                           seed=p["seed"], client=client, progress=cfg.get("progress", True),
+                           chunks_per_iteration=dcfg.get("chunks_per_iteration"), gpu=dcfg.get("gpu", False))
     usage = res.usage if res.usage is not None else np.zeros(dcfg["n_atoms"])
     cat = FeatureCatalog.create(f"{base}/catalog.zarr", dim=n1, overwrite=overwrite, **opts)
     cat.add(res.dictionary, name=f"layer{layer}-K{dcfg['n_atoms']}", source=f"{base}/activations.zarr",

@@ -52,6 +52,10 @@ def test_ingest_get_delete_and_duplicate_policy(tmp_path):
 
     # duplicates: the last occurrence wins, within a batch and across batches; count restarts
     bank.apply_reinforcement(ids[:2], np.array([0.1, 0.1], np.float32))
+    live = bank.get(ids[1::-1])  # uncommitted changes are visible to get, in the order asked
+    assert live["count"].tolist() == [1, 1]
+    np.testing.assert_array_equal(live["strength"], np.minimum(s[1::-1].astype(np.float64) + np.float32(0.1), 1)
+                                  .astype(np.float32))
     bank.commit()
     assert bank.get(ids[:1])["count"][0] == 1
     dup_ids = np.array([ids[0], ids[0], ids[1]], np.uint64)

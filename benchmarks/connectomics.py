@@ -57,7 +57,27 @@ def make_input(work: Path, size: int, chunk: int, dtype: str = "uint8") -> Path:
 
 
 # ---- contenders (each runs inside a fresh subprocess) -------------------------------------------
+def tree_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process and its live descendants."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
+    """Run one contender: its wall seconds, and the CPU seconds its timed part used (``cpu_seconds``)."""
+    return _contender(name, a)
+
+
+def _contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
     import zarr
 
     src, out = a["input"], a["output"]
@@ -84,18 +104,18 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
             client.run(lambda: __import__("neurochunk.pipeline.components"))
         connected_components(np.ones((8, 8, 8), np.uint8), out + "-warm", method=method, client=client,
                              chunks=(2, 2, 2), progress=False)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), tree_cpu()
         ds = connected_components(open_volume(src), out, connectivity=26, binary=binary, method=method,
-                                  client=client, progress=False)
-        dt = time.perf_counter() - t
+                                  client=client, progress=False, codec="lz4" if name.endswith("lz4") else None)
+        dt, cpu = time.perf_counter() - t, tree_cpu() - cpu
         if client is not None:
             client.close()
             cluster.close()
-        return {"seconds": dt, "n_labels": ds.attrs["n_labels"]}
+        return {"seconds": dt, "cpu_seconds": cpu, "n_labels": ds.attrs["n_labels"]}
     if name == "cc3d-whole":
         import cc3d
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), tree_cpu()
         x = zarr.open_array(f"{src}/0", mode="r")[...]
         t_read = time.perf_counter()
         labels, n = cc3d.connected_components(x != 0 if binary else x, connectivity=26, return_N=True,
@@ -107,19 +127,20 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
         ds = create_volume(out, labels.shape, np.uint32, labels=True, chunks=(a["chunk"],) * 3)
         ds["0"][...] = labels
         t_end = time.perf_counter()
-        return {"seconds": t_end - t, "label_seconds": t_label - t_read, "n_labels": int(n)}
+        return {"seconds": t_end - t, "cpu_seconds": tree_cpu() - cpu, "label_seconds": t_label - t_read,
+                "n_labels": int(n)}
     if name == "dask-image":
         import dask
         import dask.array as da
         from dask_image import ndmeasure
 
         dask.config.set(num_workers=a["workers"])
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), tree_cpu()
         x = da.from_zarr(zarr.open_array(f"{src}/0", mode="r"))
         labels, n = ndmeasure.label(x != 0, structure=np.ones((3, 3, 3), bool))
         store = zarr.open_array(out, mode="w", shape=x.shape, chunks=x.chunksize, dtype=labels.dtype)
         _, n = dask.compute(da.store(labels, store, lock=False, compute=False), n)
-        return {"seconds": time.perf_counter() - t, "n_labels": int(n)}
+        return {"seconds": time.perf_counter() - t, "cpu_seconds": tree_cpu() - cpu, "n_labels": int(n)}
     if name in ("halo-neurochunk", "halo-neurochunk-lowmem", "halo-map_overlap"):
         from neurochunk.kernels.volume import gaussian_radius
         from neurochunk.pipeline import filters
@@ -128,7 +149,7 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
 
         dask.config.set(num_workers=a["workers"])
         sigma = a["sigma"]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), tree_cpu()
         if name.startswith("halo-neurochunk"):
             # lowmem: one chunk per task (task_bytes=1) instead of up to 4^3 chunks under one halo
             filters.gaussian(zarr.open_array(f"{src}/0", mode="r"), out, sigma, progress=False,
@@ -142,7 +163,7 @@ def run_contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
                               depth=gaussian_radius(sigma), boundary="reflect", dtype=np.float32)
             store = zarr.open_array(out, mode="w", shape=x.shape, chunks=x.chunksize, dtype=np.float32)
             da.store(y, store, lock=False)
-        return {"seconds": time.perf_counter() - t}
+        return {"seconds": time.perf_counter() - t, "cpu_seconds": tree_cpu() - cpu}
     raise SystemExit(f"unknown contender {name}")
 
 
@@ -186,12 +207,16 @@ def measure(name: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def table(rows: list[tuple[str, dict[str, Any]]], voxels: int) -> str:
-    lines = ["| contender | seconds | MVx/s end to end | peak RSS (GiB) | labels |", "|---|---|---|---|---|"]
+    lines = ["| contender | seconds | MVx/s end to end | CPU s | MVx per CPU-s | peak RSS (GiB) | labels |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in rows:
         sec = r["seconds"]
         mvx = f"{voxels / sec / 1e6:.1f}" if np.isfinite(sec) else f"< {voxels / r['timed_out'] / 1e6:.2f} (timed out)"
         extra = f" (label only {voxels / r['label_seconds'] / 1e6:.0f} MVx/s)" if "label_seconds" in r else ""
-        lines.append(f"| {name}{extra} | {sec:.1f} | {mvx} | {r['peak_rss_gib']:.2f} | {r.get('n_labels', '')} |")
+        cpu = r.get("cpu_seconds")
+        cpu_s, per_cpu = (f"{cpu:.1f}", f"{voxels / cpu / 1e6:.1f}") if cpu else ("", "")
+        lines.append(f"| {name}{extra} | {sec:.1f} | {mvx} | {cpu_s} | {per_cpu} | {r['peak_rss_gib']:.2f} "
+                     f"| {r.get('n_labels', '')} |")
     return "\n".join(lines)
 
 
@@ -336,8 +361,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if a.scenario == "cc":
-            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "neurochunk-threads-numba",
-                                         "neurochunk-procs-cc3d", "cc3d-whole"])
+            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "neurochunk-threads-cc3d-lz4",
+                                         "neurochunk-threads-numba", "neurochunk-procs-cc3d", "cc3d-whole"])
         elif a.scenario == "dask-image":
             text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "cc3d-whole", "dask-image"], binary=True)
         elif a.scenario == "large":

@@ -134,7 +134,7 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
               cval: Any = 0, kwargs: dict[str, Any] | None = None, client: Any = None, level: int | str = 0,
               resume: bool = False, progress: bool = True, voxel_size: Sequence[float] | None = None,
               shards: Sequence[int] | None = None, desc: str | None = None, extra: Sequence[Any] = (),
-              task_bytes: int = 256 * 2**20) -> Dataset:
+              task_bytes: int = 256 * 2**20, codec: str | None = None) -> Dataset:
     """Apply ``kernel(block, **kwargs)`` with a halo to every chunk of ``src``; write a new volume at ``out``.
 
     Parameters
@@ -156,6 +156,8 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
         More volumes or arrays of the same shape; the same grown box of each is
         passed to ``kernel`` after the first (``kernel(block, *extra_blocks, **kwargs)``).
         ``kwargs["xp"] = "cupy"`` moves the blocks to the GPU first.
+    codec
+        Codec preset of the output (default lossless).
     task_bytes
         Memory one task may use (about four grown blocks): with a wide halo a task
         computes up to 4^3 neighbouring chunks under one halo (:func:`group_factor`).
@@ -172,7 +174,8 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     if isinstance(src, Dataset) and voxel_size is None:
         voxel_size = src.attrs.get("voxel_size")
     ds = _output_volume(out, arr.shape, np.dtype(dtype or arr.dtype), chunks or src_chunks, labels, resume,
-                        voxel_size, shards, attrs={"op": getattr(kernel, "__name__", str(kernel)), "halo": list(halo_t)})
+                        voxel_size, shards, attrs={"op": getattr(kernel, "__name__", str(kernel)), "halo": list(halo_t)},
+                        codec=codec)
     dst = level_array(ds, 0)
     block = dst.shards or dst.chunks
     done = written_chunks(dst) if resume else set()
@@ -197,7 +200,8 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
 
 
 def _output_volume(out: str | os.PathLike[str], shape: Sequence[int], dtype: np.dtype[Any], chunks: Any,
-                   labels: bool, resume: bool, voxel_size: Any, shards: Any, attrs: dict[str, Any]) -> Dataset:
+                   labels: bool, resume: bool, voxel_size: Any, shards: Any, attrs: dict[str, Any],
+                   codec: str | None = None) -> Dataset:
     if resume:
         try:
             ds = open_volume(out, mode="r+")
@@ -209,7 +213,7 @@ def _output_volume(out: str | os.PathLike[str], shape: Sequence[int], dtype: np.
                 raise ValueError(f"cannot resume into {out}: it holds {have.shape} {have.dtype}, "
                                  f"this run writes {tuple(shape)} {dtype}")
             return ds
-    return create_volume(out, shape, dtype, labels=labels, chunks=chunks, shards=shards,
+    return create_volume(out, shape, dtype, labels=labels, chunks=chunks, shards=shards, codec=codec,
                          voxel_size=voxel_size or (1.0, 1.0, 1.0), overwrite=True,
                          attrs={**attrs, "complete": False}, write_empty_chunks=True)
 

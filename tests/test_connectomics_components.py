@@ -196,7 +196,8 @@ def test_distributed_client(tmp_path: Path) -> None:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         ds = connected_components(x, tmp_path / "d.zarr", connectivity=18, chunks=(7, 9, 11), client=client,
-                                  progress=False)
+                                  progress=False, codec="lz4")
+    assert ds["0"].compressors[0].cname.value == "lz4"
     ref, n = reference(x, 18, False)
     assert ds.attrs["n_labels"] == n
     assert_bijection(ds["0"][...], ref)

@@ -203,7 +203,7 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
     grid = block_grid(arr.shape, block)
     order = {idx: i for i, idx in enumerate(grid)}
     job = {"op": "connected_components", "connectivity": connectivity, "binary": binary,
-           "shape": list(arr.shape), "block": list(block), "source": str(getattr(arr, "path", "array"))}
+           "shape": list(arr.shape), "block": list(block), "source": _identity(arr)}
 
     ds, merge = _resume(out, job) if resume else (None, None)
     if merge is None:
@@ -227,6 +227,13 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
     run_tasks(tasks, client, "relabel", progress)
     ds.update_attrs(complete=True, n_labels=merge.n_labels)
     return ds
+
+
+def _identity(arr: Any) -> str:
+    """What the resume check compares: a stored array's location, or an in-memory array's content hash."""
+    if hasattr(arr, "store_path"):
+        return str(arr.store_path)
+    return "array:" + dask.base.tokenize(np.asarray(arr))
 
 
 def _resume(out: str | os.PathLike[str], job: dict[str, Any]) -> tuple[Dataset | None, Merge | None]:

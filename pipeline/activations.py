@@ -90,6 +90,8 @@ class ActivationWriter:
         self.array[start:start + rows.shape[0]] = rows
         self.rows += rows.shape[0]
         self.bytes_written += rows.nbytes
+        # written last: a producer killed after the resize leaves rows that readers ignore
+        self.array.attrs["rows"] = self.rows
 
     def close(self) -> zarr.Array:
         """Write the last partial chunk row and return the array."""
@@ -106,9 +108,16 @@ class ActivationWriter:
             self.close()
 
 
+def _complete(ds: Dataset, name: str) -> da.Array:
+    """The rows of ``name`` that a writer finished (its ``rows`` attribute), as a dask array."""
+    x = read_array(ds, name)
+    rows = ds[name].attrs.get("rows")
+    return x[:rows] if rows is not None and rows < x.shape[0] else x
+
+
 def contiguous(ds: Dataset, name: str, start: int = 0, stop: int | None = None) -> da.Array:
     """Rows ``start:stop`` of an activation array as a lazy dask array (one task per stored chunk)."""
-    x = read_array(ds, name)
+    x = _complete(ds, name)
     n = x.shape[0]
     stop = n if stop is None else stop
     if not (0 <= start <= stop <= n):
@@ -128,7 +137,7 @@ def _permute_rows(block: np.ndarray, seed: int, epoch: int, block_info: Any = No
 
 
 def _windows(ds: Dataset, name: str, seed: int, epoch: int, window_chunks: int) -> da.Array:
-    x = read_array(ds, name)
+    x = _complete(ds, name)
     if x.shape[0] == 0:
         raise ValueError(f"array {name!r} of {ds.url} is empty")
     order = window_permutation(len(x.chunks[0]), seed, epoch, 0xFFFFFFFF)

@@ -48,6 +48,18 @@ def test_writer_flushes_whole_chunks_only(tmp_path):
                          chunks=(10, 6)).append(np.zeros((2, 5), np.float32))
 
 
+def test_rows_of_a_writer_killed_mid_flush_stay_invisible(tmp_path):
+    ds = Dataset.create(tmp_path / "a.zarr", "activations")
+    data = _rows(40)
+    w = ActivationWriter(ds, "h", (6,), dims=("sample", "unit"), chunks=(10, 6))
+    w.append(data[:25])
+    w.array.resize((30, 6))  # what a writer killed between its resize and its chunk write leaves behind
+    ds = Dataset.open(tmp_path / "a.zarr")
+    assert ds["h"].shape[0] == 30 and ds["h"].attrs["rows"] == 20
+    np.testing.assert_array_equal(contiguous(ds, "h").compute(), data[:20])
+    assert sorted(shuffled(ds, "h", batch=7).compute()[:, 0].astype(int)) == list(range(20))
+
+
 def test_writer_5d_time_layer_channel_y_x_with_shards(tmp_path):
     ds = Dataset.create(tmp_path / "a.zarr", "activations")
     rng = np.random.default_rng(2)

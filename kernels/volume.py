@@ -80,7 +80,6 @@ def _label(values: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> int:
     parent[0] = 0
     nprov = 0
     k = offsets.shape[0]
-    full = k == 13
     for z in range(nz):
         for y in range(ny):
             for x in range(nx):
@@ -91,74 +90,6 @@ def _label(values: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> int:
                 cur = np.int64(0)
                 if x > 0 and values[z, y, x - 1] == v:
                     cur = np.int64(out[z, y, x - 1])
-                if full:
-                    # 26-connectivity decision tree: a matching neighbour already holds the union
-                    # of every backward neighbour it touches, so only the ones it does not touch remain
-                    if cur != 0:
-                        if z - 1 >= 0 and y - 1 >= 0 and x + 1 >= 0 and y - 1 < ny and x + 1 < nx and values[z - 1, y - 1, x + 1] == v:
-                            o = np.int64(out[z - 1, y - 1, x + 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                        if z - 1 >= 0 and y >= 0 and x + 1 >= 0 and y < ny and x + 1 < nx and values[z - 1, y, x + 1] == v:
-                            o = np.int64(out[z - 1, y, x + 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                        if z - 1 >= 0 and y + 1 >= 0 and x + 1 >= 0 and y + 1 < ny and x + 1 < nx and values[z - 1, y + 1, x + 1] == v:
-                            o = np.int64(out[z - 1, y + 1, x + 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                        if z >= 0 and y - 1 >= 0 and x + 1 >= 0 and y - 1 < ny and x + 1 < nx and values[z, y - 1, x + 1] == v:
-                            o = np.int64(out[z, y - 1, x + 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                    elif y > 0 and values[z, y - 1, x] == v:
-                        cur = np.int64(out[z, y - 1, x])
-                        if z - 1 >= 0 and y + 1 >= 0 and x - 1 >= 0 and y + 1 < ny and x - 1 < nx and values[z - 1, y + 1, x - 1] == v:
-                            o = np.int64(out[z - 1, y + 1, x - 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                        if z - 1 >= 0 and y + 1 >= 0 and x >= 0 and y + 1 < ny and x < nx and values[z - 1, y + 1, x] == v:
-                            o = np.int64(out[z - 1, y + 1, x])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                        if z - 1 >= 0 and y + 1 >= 0 and x + 1 >= 0 and y + 1 < ny and x + 1 < nx and values[z - 1, y + 1, x + 1] == v:
-                            o = np.int64(out[z - 1, y + 1, x + 1])
-                            if cur == 0:
-                                cur = o
-                            elif o != cur:
-                                cur = _union(parent, cur, o)
-                    elif z > 0 and values[z - 1, y, x] == v:
-                        cur = np.int64(out[z - 1, y, x])
-                    else:
-                        for j in range(k):
-                            if z + offsets[j, 0] >= 0 and y + offsets[j, 1] >= 0 and x + offsets[j, 2] >= 0 and y + offsets[j, 1] < ny and x + offsets[j, 2] < nx and values[z + offsets[j, 0], y + offsets[j, 1], x + offsets[j, 2]] == v:
-                                o = np.int64(out[z + offsets[j, 0], y + offsets[j, 1], x + offsets[j, 2]])
-                                if cur == 0:
-                                    cur = o
-                                elif o != cur:
-                                    cur = _union(parent, cur, o)
-                    if cur == 0:
-                        nprov += 1
-                        if nprov >= parent.shape[0]:
-                            grown = np.empty(parent.shape[0] * 2, dtype=np.int64)
-                            grown[: parent.shape[0]] = parent
-                            parent = grown
-                        parent[nprov] = nprov
-                        cur = nprov
-                    out[z, y, x] = cur
-                    continue
                 for j in range(k):
                     dz, dy, dx = offsets[j, 0], offsets[j, 1], offsets[j, 2]
                     if dz == 0 and dy == 0:

@@ -21,22 +21,11 @@ import dask
 import dask.array as da
 import numpy as np
 
-from neurochunk.stores import ArrayRule, Dataset, KindSchema, register_kind
+from neurochunk.stores import Dataset
 
 from .io import read_array
 
 __all__ = ["FeatureCatalog"]
-
-register_kind(KindSchema(
-    "feature_catalog",
-    arrays=(ArrayRule("atoms", dims=("atom", "unit"), dtype_kinds="f", ndim=2),
-            ArrayRule("dictionary", dims=("atom",), dtype_kinds="iu"),
-            ArrayRule("index", dims=("atom",), dtype_kinds="iu"),
-            ArrayRule("frequency", dims=("atom",), dtype_kinds="f"),
-            ArrayRule("mean_activation", dims=("atom",), dtype_kinds="f")),
-    attrs=("dim", "n_atoms", "dictionaries"),
-    doc="learned dictionaries (unit-norm atoms) with per-atom and per-dictionary metadata",
-))
 
 META = ("dictionary", "index", "frequency", "mean_activation")
 

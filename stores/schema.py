@@ -178,3 +178,13 @@ register_kind(KindSchema(
     arrays=(ArrayRule(r"[A-Za-z_][A-Za-z0-9_.]*", required=False),),
     doc="activations or hidden states streamed from a model, with per-array codecs",
 ))
+register_kind(KindSchema(
+    "feature_catalog",
+    arrays=(ArrayRule("atoms", dims=("atom", "unit"), dtype_kinds="f", ndim=2),
+            ArrayRule("dictionary", dims=("atom",), dtype_kinds="iu"),
+            ArrayRule("index", dims=("atom",), dtype_kinds="iu"),
+            ArrayRule("frequency", dims=("atom",), dtype_kinds="f"),
+            ArrayRule("mean_activation", dims=("atom",), dtype_kinds="f")),
+    attrs=("dim", "n_atoms", "dictionaries"),
+    doc="learned dictionaries (unit-norm atoms) with per-atom and per-dictionary metadata",
+))

@@ -18,7 +18,7 @@ def _config(tmp_path, **params):
            "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": ":0"},
            "progress": False,
            "params": {"layers": [16, 32, 24], "samples": 96, "sample_chunk": 32, "steps": 20, "checkpoint_every": 5,
-                      "codec": "bitround:10", "dictionary": {"layer": 1, "n_atoms": 16, "sparsity": 3, "epochs": 3},
+                      "codec": "bitround:10", "dictionary": {"layer": 2, "n_atoms": 16, "sparsity": 3, "epochs": 3},
                       **params}}
     path = tmp_path / "training.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -42,7 +42,9 @@ def test_training_workflow_end_to_end(tmp_path):
     errors = summary["dictionary"]["error_by_epoch"]
     assert len(errors) == 3 and errors[-1] < errors[0]
     cat = FeatureCatalog.open(summary["datasets"]["catalog"])
-    assert cat.n_atoms == 16 and cat.dictionaries[0]["layer"] == "h1"
+    assert cat.n_atoms == 16 and cat.dictionaries[0]["layer"] == "h2" and cat.ds.attrs["dim"] == 24
+    mean = Dataset.open(summary["datasets"]["dictionary"])["mean"][:]
+    np.testing.assert_allclose(mean, acts["h2"][:].reshape(-1, 24).mean(axis=0), rtol=1e-3)
     top = summary["catalog_top3_of_last_step"]
     assert len(top) == 4 and all(len(r) == 3 and r[0][1] >= r[1][1] >= r[2][1] for r in top)
     from neurochunk.workflows.training import plot
@@ -50,6 +52,8 @@ def test_training_workflow_end_to_end(tmp_path):
     paths = plot(acts, str(tmp_path))
     assert {p.rsplit("/", 1)[1] for p in paths} == {"activations.png", "activations_hist.png", "spikes1_raster.png"}
     assert all((tmp_path / p.rsplit("/", 1)[1]).stat().st_size > 5000 for p in paths)
+    (dict_png,) = plot(Dataset.open(summary["datasets"]["dictionary"]), str(tmp_path))
+    assert dict_png.endswith("dictionary.png") and (tmp_path / "dictionary.png").stat().st_size > 5000
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -59,6 +63,8 @@ def test_config_errors_name_the_field(tmp_path):
         prepare(_config(tmp_path, codec="bitround:99"))
     with pytest.raises(ConfigError, match="params.dictionary.layer"):
         prepare(_config(tmp_path, dictionary={"layer": 3}))
+    with pytest.raises(ConfigError, match="params.dictionary.n_atom"):
+        prepare(_config(tmp_path, dictionary={"n_atom": 3}))
 
 
 def test_shipped_configs_validate():

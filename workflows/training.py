@@ -54,6 +54,7 @@ PARAMS = Section({
         "epochs": Field(int, 5),
         "chunks_per_iteration": Field(int, None, help="online updates over this many row chunks (default: batch)"),
         "gpu": Field(bool, False, help="sparse-code on the GPU (cupy)"),
+        "center": Field(bool, True, help="subtract the per-unit mean before learning (stored as 'mean')"),
     }),
     "seed": Field(int, 0),
 })
@@ -122,18 +123,25 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     acts = Dataset.open(f"{base}/activations.zarr", **opts)
 
     layer = dcfg["layer"]
+    nl = int(np.prod(model.unit_shape(layer)))
     x = contiguous(acts, f"h{layer}")
-    x = x.reshape((-1, n1), merge_chunks=True)
+    x = x.reshape((-1, nl), merge_chunks=True)
     out = Dataset.create(f"{base}/dictionary.zarr", "activations", overwrite=overwrite, **opts)
+    mean = np.zeros(nl, np.float32)
+    if dcfg.get("center", True):  # atoms of uncentred rectified rates all share the mean direction
+        mean = np.asarray(client.compute(x.mean(axis=0), sync=True), np.float32)
+        x = x - mean
+    out.create_array("mean", (nl,), np.float32, chunks=(nl,), dims=("unit",))[...] = mean
     res = learn_dictionary(x, out, n_atoms=dcfg["n_atoms"], sparsity=dcfg["sparsity"], epochs=dcfg["epochs"],
                            seed=p["seed"], client=client, progress=cfg.get("progress", True),
                            chunks_per_iteration=dcfg.get("chunks_per_iteration"), gpu=dcfg.get("gpu", False))
     usage = res.usage if res.usage is not None else np.zeros(dcfg["n_atoms"])
-    cat = FeatureCatalog.create(f"{base}/catalog.zarr", dim=n1, overwrite=overwrite, **opts)
+    cat = FeatureCatalog.create(f"{base}/catalog.zarr", dim=nl, overwrite=overwrite, **opts)
     cat.add(res.dictionary, name=f"layer{layer}-K{dcfg['n_atoms']}", source=f"{base}/activations.zarr",
             layer=f"h{layer}", tags=["delayed-rnn", p["codec"]], frequency=usage / max(x.shape[0], 1),
-            meta={"objective": res.objectives[-1] if res.objectives else None})
-    probe = np.asarray(acts[f"h{layer}"][steps - 1, :4]).reshape(4, -1)
+            meta={"objective": res.objectives[-1] if res.objectives else None,
+                  "centered_by": f"{base}/dictionary.zarr/mean"})
+    probe = np.asarray(acts[f"h{layer}"][steps - 1, :4]).reshape(4, -1) - mean
     scores, ids = cat.topk(probe, k=3, client=client)
     raster = read_raster(acts["spikes1"])
     return {
@@ -150,7 +158,7 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
 
 
 def plot(ds: Dataset, out_dir: str) -> list[str]:
-    """Mean activity per layer over time, one sample's units over time, and spike rasters."""
+    """Mean activity per layer over time, one sample's units over time, spike rasters, and a learned dictionary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,6 +189,23 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         ax.set(xlabel="activation", ylabel="count", title=f"{dense[0]} at the last step")
         fig.tight_layout()
         path = str(Path(out_dir) / "activations_hist.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    last = ds.commits.latest()
+    if last is not None and "dictionary" in last.arrays:
+        atoms = np.asarray(ds.commits.open(last)["dictionary"][:])
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        errors = last.meta.get("errors", [])
+        axes[0].plot(range(1, len(errors) + 1), errors, marker="o")
+        axes[0].set(xlabel="iteration", ylabel="0.5 ||x - cD||^2 per row", title="dictionary learning")
+        shown = atoms[:64]
+        lim = float(np.abs(shown).max()) or 1.0
+        im = axes[1].imshow(shown, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        axes[1].set(xlabel="unit", ylabel="atom", title=f"first {len(shown)} of {len(atoms)} atoms")
+        fig.colorbar(im, ax=axes[1])
+        fig.tight_layout()
+        path = str(Path(out_dir) / "dictionary.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

@@ -306,10 +306,12 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
     e.record()
     e.synchronize()
     med = cp.cuda.get_elapsed_time(s, e) / 1e3
-    rows.append(f"| cupyx.scipy.ndimage.label {a.size}^3 6-conn binary (reference) | {x.size / med / 1e6:.0f} | {med:.4f} |")
+    rows.append(f"| cupyx.scipy.ndimage.label {a.size}^3 6-conn binary (reference) | {x.size / med / 1e6:.0f} "
+                f"| {med:.4f} |")
     ref, n = label_chunk(x, 26, False, "cc3d")
     got, n_gpu = label_chunk_gpu(dev, 26, False)
-    rows.append(f"| GPU == cc3d on the whole {a.size}^3 (26, multi-label) | {bool(n == n_gpu and cp.array_equal(got, cp.asarray(ref)))} | |")
+    same = bool(n == n_gpu and cp.array_equal(got, cp.asarray(ref)))
+    rows.append(f"| GPU == cc3d on the whole {a.size}^3 (26, multi-label) | {same} | |")
     for method in ("cupy", "cc3d"):
         connected_components(x[:64, :64, :64], work / f"w-{method}.zarr", method=method, chunks=(32, 32, 32),
                              progress=False, resume=False)  # warm-up (compiles kernels)

@@ -177,7 +177,8 @@ def label_chunk(block: Any, connectivity: int = 26, binary: bool = False,
         import cc3d
 
         # cc3d mislabels some strided views (seen with cc3d 4.1.1 on (n, 1, 1) slices)
-        out, n = cc3d.connected_components(np.ascontiguousarray(values), connectivity=connectivity, return_N=True, out_dtype=np.uint32)
+        out, n = cc3d.connected_components(np.ascontiguousarray(values), connectivity=connectivity, return_N=True,
+                                           out_dtype=np.uint32)
         return out, int(n)
     if method != "numba":
         raise ValueError(f"label method must be 'auto', 'numba', 'cc3d' or 'cupy', not {method!r}")

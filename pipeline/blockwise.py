@@ -173,9 +173,9 @@ def blockwise(src: Any, kernel: Callable[..., Any], out: str | os.PathLike[str],
     src_chunks = tuple(getattr(arr, "chunks", ()) or ()) or None
     if isinstance(src, Dataset) and voxel_size is None:
         voxel_size = src.attrs.get("voxel_size")
+    op = {"op": getattr(kernel, "__name__", str(kernel)), "halo": list(halo_t)}
     ds = _output_volume(out, arr.shape, np.dtype(dtype or arr.dtype), chunks or src_chunks, labels, resume,
-                        voxel_size, shards, attrs={"op": getattr(kernel, "__name__", str(kernel)), "halo": list(halo_t)},
-                        codec=codec)
+                        voxel_size, shards, attrs=op, codec=codec)
     dst = level_array(ds, 0)
     block = dst.shards or dst.chunks
     done = written_chunks(dst) if resume else set()

@@ -202,8 +202,10 @@ class N5Source:
             if blk is None:
                 continue
             start = [i * b for i, b in zip(g, self.block, strict=True)]
-            src = tuple(slice(max(s.start - a, 0), min(s.stop - a, n)) for s, a, n in zip(box, start, blk.shape, strict=True))
-            dst = tuple(slice(a + r.start - s.start, a + r.stop - s.start) for s, a, r in zip(box, start, src, strict=True))
+            src = tuple(slice(max(s.start - a, 0), min(s.stop - a, n))
+                        for s, a, n in zip(box, start, blk.shape, strict=True))
+            dst = tuple(slice(a + r.start - s.start, a + r.stop - s.start)
+                        for s, a, r in zip(box, start, src, strict=True))
             out[dst] = blk[src]
         return out
 
@@ -297,7 +299,8 @@ def ingest(source: Any, out: str | os.PathLike[str], *, labels: bool = False, da
     out_dtype = np.dtype(dtype) if dtype is not None else reader.dtype.newbyteorder("=")
     ds = create_volume(out, reader.shape, out_dtype, labels=labels, voxel_size=voxel_size, unit=unit,
                        chunks=chunks, shards=shards, codec=codec, overwrite=overwrite,
-                       attrs={"source": str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__})
+                       attrs={"source": str(source) if isinstance(source, (str, os.PathLike))
+                              else type(source).__name__})
     dst = level_array(ds, 0)
     unit_shape = dst.shards or dst.chunks
     grid = block_grid(reader.shape, unit_shape)

@@ -76,7 +76,8 @@ def test_pyramid_mean_and_mode(sample) -> None:
     assert l2.shape == (63, 63, 63)
     assert l2[-1, -1, -1] == np.rint(l1[-1:, -1:, -1:].mean())  # a partial 1-voxel box at the edge
     assert image["3"].shape == (32, 32, 32)
-    scales = [d["coordinateTransformations"][0]["scale"][0] for d in image.group.attrs["ome"]["multiscales"][0]["datasets"]]
+    datasets = image.group.attrs["ome"]["multiscales"][0]["datasets"]
+    scales = [d["coordinateTransformations"][0]["scale"][0] for d in datasets]
     assert scales == [10.0, 20.0, 40.0, 80.0]
     assert Dataset.open(image.url, kind="volume").validate("volume")
 
@@ -135,7 +136,8 @@ def _write_n5(path: Path, x: np.ndarray, block: tuple[int, int, int]) -> None:
                                                       "dataType": x.dtype.name, "compression": {"type": "gzip"}}))
     for idx in np.ndindex(*[-(-s // b) for s, b in zip(x.shape, block)]):
         part = x[tuple(slice(i * b, (i + 1) * b) for i, b in zip(idx, block))]
-        head = (0).to_bytes(2, "big") + (3).to_bytes(2, "big") + b"".join(int(d).to_bytes(4, "big") for d in part.shape[::-1])
+        dims = b"".join(int(d).to_bytes(4, "big") for d in part.shape[::-1])
+        head = (0).to_bytes(2, "big") + (3).to_bytes(2, "big") + dims
         f = path.joinpath(*map(str, idx[::-1]))
         f.parent.mkdir(parents=True, exist_ok=True)
         comp = zlib.compressobj(wbits=31)

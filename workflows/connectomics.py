@@ -195,8 +195,9 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
             lab = np.asarray(labels[level][cut])
             extent = extent or (0, lab.shape[1] * hs, lab.shape[0] * vsz, 0)
             ax.imshow(_label_colours(lab), extent=extent, interpolation="nearest")
-        ax.set(title=f"{axis} = {c['zyx'.index(axis)]} (level {level})", xlabel=f"{hname} ({base.attrs.get('unit', '')})",
-               ylabel=f"{vname} ({base.attrs.get('unit', '')})")
+        unit = base.attrs.get("unit", "")
+        ax.set(title=f"{axis} = {c['zyx'.index(axis)]} (level {level})", xlabel=f"{hname} ({unit})",
+               ylabel=f"{vname} ({unit})")
     n = base.attrs.get("n_labels") or (base.attrs.get("dust") or {}).get("kept")
     fig.suptitle(f"{base.url}" + (f" — {n} labels" if n else ""))
     fig.tight_layout()

@@ -42,24 +42,38 @@ class ActivationWriter:
         Chunk shape, axis 0 included; the writer flushes ``shards[0]`` (or ``chunks[0]``) rows at a time.
     codec
         A preset of :mod:`neurochunk.stores.codecs` (``lossless``, ``bitround:7``, ``float16`` ...).
+    resume
+        Continue an array a previous (possibly killed) producer wrote: keep its finished rows (its
+        ``rows`` attribute), drop anything after them, and append from there. Its row shape must match.
     """
 
     def __init__(self, ds: Dataset, name: str, unit_shape: Sequence[int], *, dims: Sequence[str],
                  chunks: Sequence[int], dtype: Any = np.float32, codec: str | None = None,
                  shards: Sequence[int] | None = None, attrs: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False) -> None:
         self.unit_shape = tuple(int(s) for s in unit_shape)
         if len(chunks) != len(self.unit_shape) + 1:
             raise ValueError(f"array {name!r}: chunks {tuple(chunks)} must have {len(self.unit_shape) + 1} "
                              f"entries (axis 0, then {self.unit_shape})")
         self.name = name
-        self.array: zarr.Array = ds.create_array(name, (0, *self.unit_shape), dtype, chunks=chunks, dims=dims,
-                                                 codec=codec, shards=shards, attrs=attrs, overwrite=overwrite)
-        self.dtype = np.dtype(dtype)
-        self.block = int((shards or chunks)[0])
+        self.rows = 0  # finished rows on disk
+        if resume and name in ds:
+            self.array = ds[name]
+            if tuple(self.array.shape[1:]) != self.unit_shape:
+                raise ValueError(f"array {name!r} of {ds.url} has rows of shape {tuple(self.array.shape[1:])}, "
+                                 f"not {self.unit_shape}; cannot resume it")
+            self.rows = int(self.array.attrs.get("rows", self.array.shape[0]))
+            self.array.resize((self.rows, *self.unit_shape))
+            if self.rows % int((self.array.shards or self.array.chunks)[0]):
+                raise ValueError(f"array {name!r} of {ds.url} was closed after a partial chunk row "
+                                 f"({self.rows} rows); it cannot be resumed in whole chunks")
+        else:
+            self.array = ds.create_array(name, (0, *self.unit_shape), dtype, chunks=chunks, dims=dims,
+                                         codec=codec, shards=shards, attrs=attrs, overwrite=overwrite)
+        self.dtype = np.dtype(self.array.dtype)
+        self.block = int((self.array.shards or self.array.chunks)[0])
         self._buf = np.empty((self.block, *self.unit_shape), self.dtype)
         self._fill = 0
-        self.rows = 0  # rows on disk
         self.bytes_written = 0
 
     def append(self, values: Any) -> None:

@@ -50,7 +50,7 @@ def test_writer_flushes_whole_chunks_only(tmp_path):
 
 def test_rows_of_a_writer_killed_mid_flush_stay_invisible(tmp_path):
     ds = Dataset.create(tmp_path / "a.zarr", "activations")
-    data = _rows(40)
+    data = _rows(43)
     w = ActivationWriter(ds, "h", (6,), dims=("sample", "unit"), chunks=(10, 6))
     w.append(data[:25])
     w.array.resize((30, 6))  # what a writer killed between its resize and its chunk write leaves behind
@@ -58,6 +58,16 @@ def test_rows_of_a_writer_killed_mid_flush_stay_invisible(tmp_path):
     assert ds["h"].shape[0] == 30 and ds["h"].attrs["rows"] == 20
     np.testing.assert_array_equal(contiguous(ds, "h").compute(), data[:20])
     assert sorted(shuffled(ds, "h", batch=7).compute()[:, 0].astype(int)) == list(range(20))
+    # a restarted producer resumes after the finished rows and re-sends what was lost
+    ds = Dataset.open(tmp_path / "a.zarr", mode="r+")
+    w = ActivationWriter(ds, "h", (6,), dims=("sample", "unit"), chunks=(10, 6), resume=True)
+    assert w.rows == 20 and w.array.shape[0] == 20
+    w.append(data[20:])
+    w.close()
+    np.testing.assert_array_equal(Dataset.open(tmp_path / "a.zarr")["h"][:], data)
+    with pytest.raises(ValueError, match="cannot be resumed in whole chunks"):
+        ActivationWriter(Dataset.open(tmp_path / "a.zarr", mode="r+"), "h", (6,), dims=("sample", "unit"),
+                         chunks=(10, 6), resume=True)
 
 
 def test_writer_5d_time_layer_channel_y_x_with_shards(tmp_path):

@@ -22,7 +22,7 @@ from neurochunk.stores import Dataset
 
 from .io import read_array
 
-__all__ = ["ActivationWriter", "contiguous", "shuffled", "minibatches", "window_permutation"]
+__all__ = ["ActivationWriter", "contiguous", "shuffled", "minibatches", "window_permutation", "spike_raster"]
 
 
 class ActivationWriter:
@@ -198,3 +198,24 @@ def minibatches(ds: Dataset, name: str, *, batch: int, seed: int = 0, epoch: int
             carry = cur[full:]
     if carry.shape[0] and not drop_last:
         yield carry
+
+
+def spike_raster(ds: Dataset, name: str, *, steps_per_chunk: int = 1000) -> da.Array:
+    """A delta-coded event array (:mod:`neurochunk.stores.events`) as a lazy boolean ``(time, unit)`` raster.
+
+    Each task decodes one range of ``steps_per_chunk`` steps, reading only the
+    event chunks that cover it.
+    """
+    import dask
+
+    from neurochunk.stores.events import read_raster
+
+    arr = ds[name]
+    if arr.attrs.get("layout") != "events":
+        raise ValueError(f"array {name!r} of {ds.url} is not an event list (no layout='events' attribute)")
+    n_steps, n_units = int(arr.attrs["n_steps"]), int(arr.attrs["n_units"])
+    task = dask.delayed(read_raster, pure=True)
+    parts = [da.from_delayed(task(arr, t, min(t + steps_per_chunk, n_steps)),
+                             shape=(min(t + steps_per_chunk, n_steps) - t, n_units), dtype=bool)
+             for t in range(0, n_steps, steps_per_chunk)]
+    return da.concatenate(parts, axis=0) if parts else da.zeros((0, n_units), bool)

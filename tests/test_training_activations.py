@@ -166,6 +166,12 @@ def test_spike_events_delta_coded_round_trip_and_ratio(tmp_path):
     assert arr.attrs["neurochunk_codec"]["spec"] == "delta"
     np.testing.assert_array_equal(read_raster(arr), raster)
     np.testing.assert_array_equal(read_raster(arr, 12_345, 15_001), raster[12_345:15_001])
+    from neurochunk.pipeline.activations import spike_raster
+
+    lazy = spike_raster(Dataset.open(tmp_path / "s.zarr"), "spikes", steps_per_chunk=3000)
+    assert lazy.chunks[0] == (3000,) * 6 + (2000,)
+    np.testing.assert_array_equal(lazy[4000:9000].compute(), raster[4000:9000])
+    assert int(lazy.sum().compute()) == int(raster.sum())
     ratio = raster.size / arr.nbytes_stored()  # against a one-byte-per-step bool raster
     assert ratio > 60, ratio
     with pytest.raises(IndexError, match="holds steps 0:20000"):

@@ -136,3 +136,21 @@ def test_online_iterations_visit_each_chunk_once_per_epoch_and_resume_exactly(tm
     again = learn_dictionary(x, Dataset.open(tmp_path / "b.zarr", mode="r+"), **kw)
     assert again.resumed_from == 4
     np.testing.assert_array_equal(again.dictionary, whole.dictionary)
+
+
+def test_objective_within_5_percent_of_scikit_learn_on_recurrent_activations(tmp_path):
+    from neurochunk.kernels.recurrent import DelayedRNN, advance, empty_history, make_weights, stimulus
+
+    model = DelayedRNN((16, 32, 32), delay_ff=5, delay_rec=3, seed=3)
+    _, rec = advance(model, make_weights(model), stimulus(model, np.arange(100)), empty_history(model, 100), 0, 30,
+                     record=True)
+    x = rec[1].reshape(-1, 32)
+    x = (x - x.mean(axis=0)).astype(np.float32)
+    xd = da.from_array(x, chunks=(500, 32))
+    res = learn_dictionary(xd, Dataset.create(tmp_path / "d.zarr", "activations"), n_atoms=48, sparsity=4,
+                           epochs=12, progress=False)
+    sk = MiniBatchDictionaryLearning(n_components=48, alpha=1.0, batch_size=256, max_iter=10,
+                                     transform_algorithm="omp", transform_n_nonzero_coefs=4, random_state=0).fit(x)
+    ours, theirs = objective_terms(xd, res.dictionary, 4), objective_terms(xd, sk.components_, 4)
+    assert ours["error"] <= 1.05 * theirs["error"], (ours, theirs)
+    assert ours["error"] + ours["l1"] <= 1.05 * (theirs["error"] + theirs["l1"]), (ours, theirs)

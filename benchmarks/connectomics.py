@@ -106,7 +106,7 @@ def _contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
                              chunks=(2, 2, 2), progress=False)
         t, cpu = time.perf_counter(), tree_cpu()
         ds = connected_components(open_volume(src), out, connectivity=26, binary=binary, method=method,
-                                  client=client, progress=False, codec="lz4" if name.endswith("lz4") else None)
+                                  client=client, progress=False, codec=None if name.endswith("zstd") else "lz4")
         dt, cpu = time.perf_counter() - t, tree_cpu() - cpu
         if client is not None:
             client.close()
@@ -363,7 +363,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if a.scenario == "cc":
-            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "neurochunk-threads-cc3d-lz4",
+            text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "neurochunk-threads-cc3d-zstd",
                                          "neurochunk-threads-numba", "neurochunk-procs-cc3d", "cc3d-whole"])
         elif a.scenario == "dask-image":
             text = scenario_cc(a, work, ["neurochunk-threads-cc3d", "cc3d-whole", "dask-image"], binary=True)

@@ -159,12 +159,15 @@ def objective_terms(x: Any, dictionary: Any, idx: Any, val: Any) -> tuple[float,
 
 
 def update_dictionary(dictionary: np.ndarray, a: np.ndarray, b: np.ndarray, *, passes: int = 3,
-                      replacements: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                      replacements: np.ndarray | None = None,
+                      max_coherence: float = 1.0) -> tuple[np.ndarray, int]:
     """Block-coordinate dictionary update on summed statistics (Mairal et al., 2010), unit-norm atoms.
 
-    Atoms no code used (``A[j, j] == 0``) are replaced by the rows of
-    ``replacements`` (poorly reconstructed samples), normalised. Returns the new
-    dictionary and the number of atoms replaced.
+    Atoms no code used (``A[j, j] == 0``), then atoms nearly parallel to an
+    earlier one (``|<d_i, d_j>| > max_coherence``: duplicates make OMP split a
+    direction into large opposite coefficients), are replaced by the rows of
+    ``replacements`` (poorly reconstructed samples), normalised. Returns the
+    new dictionary and the number of atoms replaced.
     """
     d = dictionary.astype(np.float64).T.copy()  # (dim, K): columns are atoms
     k = d.shape[1]
@@ -178,6 +181,11 @@ def update_dictionary(dictionary: np.ndarray, a: np.ndarray, b: np.ndarray, *, p
             if norm > 1e-12:
                 d[:, j] = u / norm
     replaced = 0
+    if replacements is not None and max_coherence < 1.0:
+        g = np.abs(d.T @ d)
+        np.fill_diagonal(g, 0.0)
+        dup = np.flatnonzero(np.tril(g).max(axis=1) > max_coherence)
+        unused = np.concatenate([unused, np.setdiff1d(dup, unused)])
     if replacements is not None and len(unused):
         for j, row in zip(unused, replacements):
             norm = np.linalg.norm(row)

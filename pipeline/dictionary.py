@@ -33,7 +33,7 @@ from neurochunk.stores import Dataset
 __all__ = ["DictionaryResult", "learn_dictionary", "initial_dictionary", "objective", "objective_terms",
            "chunk_stats", "stats_graph"]
 
-KEEP_WORST = 16
+KEEP_WORST = 64
 
 
 @dataclass
@@ -176,7 +176,8 @@ def _config(n_atoms: int, s: int, seed: int, shape: tuple[int, ...], per_iterati
 
 def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, epochs: int, alpha: float = 1.0,
                      seed: int = 0, client: Any = None, split_every: int = 8, gpu: bool = False,
-                     passes: int | None = None, chunks_per_iteration: int | None = None, progress: bool = True,
+                     passes: int | None = None, chunks_per_iteration: int | None = None,
+                     max_coherence: float = 0.95, progress: bool = True,
                      on_stats: Callable[[int, dict[str, Any]], None] | None = None) -> DictionaryResult:
     """Learn ``n_atoms`` unit-norm atoms from rows of ``x`` (``(N, d)``; more dims are flattened to rows).
 
@@ -238,7 +239,8 @@ def learn_dictionary(x: da.Array, out: Dataset, *, n_atoms: int, sparsity: int, 
             stat_a, stat_b = acc_a, acc_b
         else:
             stat_a, stat_b = tot["A"], tot["B"]
-        dictionary, _ = update_dictionary(dictionary, stat_a, stat_b, passes=passes, replacements=tot["worst"])
+        dictionary, _ = update_dictionary(dictionary, stat_a, stat_b, passes=passes, replacements=tot["worst"],
+                                          max_coherence=max_coherence)
         if on_stats is not None:
             on_stats(it, tot)
         objectives.append(obj)

@@ -272,6 +272,26 @@ class SpikeRecorder:
             self.ds["neuron"].append(gids.astype(np.int64))
         self.ds.update_attrs(n_spikes=self.n_spikes + len(steps), steps=int(upto_step))
 
+    def write_rates(self, bin_ms: float = 1.0) -> None:
+        """Population rates (Hz) in ``bin_ms`` bins as array ``rates`` (bin, population), streamed by chunk."""
+        attrs = self.ds.attrs
+        pops = list(attrs["populations"].values())
+        edges = np.array([lo for lo, _ in pops] + [pops[-1][1]], np.int64)
+        sizes = np.diff(edges).astype(np.float64)
+        n_bins = max(1, int(np.ceil(attrs["steps"] * attrs["dt"] / bin_ms)))
+        counts = np.zeros((n_bins, len(pops)), np.int64)
+        n, step = int(attrs["n_spikes"]), self.ds["t"].chunks[0]
+        for a in range(0, n, step):
+            t = np.asarray(self.ds["t"][a:min(n, a + step)])
+            g = np.asarray(self.ds["neuron"][a:min(n, a + step)])
+            b = np.minimum((t / bin_ms).astype(np.int64), n_bins - 1)
+            np.add.at(counts, (b, np.searchsorted(edges, g, side="right") - 1), 1)
+        rates = (counts / sizes / (bin_ms * 1e-3)).astype(np.float32)
+        self.ds.create_array("rates", rates.shape, np.float32, chunks=(min(n_bins, 1 << 16), len(pops)),
+                             dims=("bin", "population"), overwrite=True,
+                             attrs={"bin_ms": bin_ms, "populations": list(attrs["populations"])})
+        self.ds["rates"][...] = rates
+
     def truncate(self, n_spikes: int, step: int) -> None:
         """Forget spikes recorded after a checkpoint (a run killed between recording and committing)."""
         for name in ("t", "neuron"):
@@ -284,7 +304,8 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
              connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None) -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
-    Spikes go to ``spikes_url``; with ``checkpoint_url`` the full State is
+    Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
+    array); with ``checkpoint_url`` the full State is
     committed every ``checkpoint_every_ms`` (after the batch's spikes are
     recorded) and at the end. Returns a summary with the Runner's reports.
     """
@@ -341,6 +362,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
     remaining = total - runner.steps_done
     if remaining > 0:
         runner.run(remaining)
+    recorder.write_rates()
     return {"spikes_url": str(recorder.ds.url), "steps": runner.steps_done, "n_spikes": recorder.n_spikes,
             "reports": runner.reports, "plan": plan, "state": runner.state}
 

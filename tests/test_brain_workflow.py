@@ -33,6 +33,13 @@ def test_brain_coba_config_runs_and_plots(tmp_path) -> None:
     for png in summary["plots"]:
         assert Path(png).stat().st_size > 10_000
     assert summary["raster_png"].endswith("raster.png")
+    # population rates recorded next to the spikes, consistent with them
+    from neurochunk.stores import Dataset
+
+    ds = Dataset.open(summary["spikes"], kind="spikes")
+    rates = ds["rates"][:]
+    assert rates.shape == (300, 2) and ds["rates"].attrs["populations"] == ["E", "I"]
+    assert rates[:, 0].mean() == pytest.approx(summary["rates_hz"]["E"], rel=1e-3)
     # `neurochunk plot` draws the same from the dataset alone
     assert main(["plot", summary["spikes"], "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "rates.png").exists()

@@ -4,7 +4,7 @@ Each iteration is one Dask graph: every row chunk of ``X`` (``N x d``) is
 sparse-coded with OMP (sparsity ``s``) against the current dictionary and
 returns only small sufficient statistics, ``A = C^T C`` (``K x K``), ``B = X^T C``
 (``d x K``), its squared error and L1 norm, and its worst-reconstructed rows
-(to revive unused atoms). A tree reduction (``split_every`` at a time) sums
+(to replace unused or duplicate atoms). A tree reduction (``split_every`` at a time) sums
 them; the dictionary update (:func:`~neurochunk.kernels.omp.update_dictionary`)
 runs on the sum. The new dictionary is then committed to the output dataset
 (``ds.commits``), so a crashed run continues from its last finished iteration
@@ -31,7 +31,7 @@ from neurochunk.kernels.omp import code_stats, sparse_code, update_dictionary
 from neurochunk.stores import Dataset
 
 __all__ = ["DictionaryResult", "learn_dictionary", "initial_dictionary", "objective", "objective_terms",
-           "chunk_stats", "stats_graph"]
+           "chunk_stats", "stats_graph", "iteration_blocks"]
 
 KEEP_WORST = 64
 

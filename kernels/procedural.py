@@ -176,12 +176,22 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
                 wqs[x] = wq
                 dls[x] = d
                 x += 1
-        order = np.argsort(pres, kind="mergesort")
+        # stable counting sort by presynaptic neuron
         for x in range(total):
             indptr[pres[x] + 1] += 1
         for i in range(n_pre):
             indptr[i + 1] += indptr[i]
-        return indptr, cols[order], wqs[order], dls[order]
+        nxt = indptr[:-1].copy()
+        c2 = np.empty(total, np.int32)
+        w2 = np.empty(total, np.int32)
+        d2 = np.empty(total, np.int32)
+        for x in range(total):
+            y = nxt[pres[x]]
+            nxt[pres[x]] += 1
+            c2[y] = cols[x]
+            w2[y] = wqs[x]
+            d2[y] = dls[x]
+        return indptr, c2, w2, d2
     for pre in range(n_pre):
         if rule == 2:
             t = post_lo + pre

@@ -346,23 +346,37 @@ def downsample_mode(block: np.ndarray, factors: tuple[int, int, int] = (2, 2, 2)
 
 
 @numba.njit(nogil=True, cache=True)
+def _slot(keys: np.ndarray, key: np.int64) -> int:
+    # open addressing with linear probing: the slot holding ``key``, or the empty slot where it belongs
+    mask = keys.shape[0] - 1
+    i = (np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    i = np.int64(i) & mask
+    while keys[i] != -1 and keys[i] != key:
+        i = (i + 1) & mask
+    return i
+
+
+@numba.njit(nogil=True, cache=True)
 def _stats(labels: np.ndarray, image: np.ndarray, use_image: bool, z0: int, y0: int, x0: int) -> tuple:
-    index = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    keys = np.full(1024, -1, dtype=np.int64)
+    rows = np.empty(1024, dtype=np.int64)
     cap = 64
     ids = np.empty(cap, dtype=np.int64)
     acc = np.zeros((cap, 5), dtype=np.float64)  # count, sum z, sum y, sum x, sum intensity
     box = np.empty((cap, 6), dtype=np.int64)
     n = 0
-    last, li = -1, -1
+    last, li = np.int64(-1), 0
     for z in range(labels.shape[0]):
         for y in range(labels.shape[1]):
             for x in range(labels.shape[2]):
                 lab = np.int64(labels[z, y, x])
                 if lab == 0:
                     continue
+                gz, gy, gx = z + z0, y + y0, x + x0
                 if lab != last:
-                    if lab in index:
-                        li = index[lab]
+                    slot = _slot(keys, lab)
+                    if keys[slot] == lab:
+                        li = rows[slot]
                     else:
                         if n == cap:
                             ids = np.concatenate((ids, np.empty(cap, dtype=np.int64)))
@@ -370,13 +384,20 @@ def _stats(labels: np.ndarray, image: np.ndarray, use_image: bool, z0: int, y0: 
                             box = np.concatenate((box, np.empty((cap, 6), dtype=np.int64)))
                             cap *= 2
                         li = n
-                        index[lab] = li
+                        keys[slot], rows[slot] = lab, li
                         ids[li] = lab
-                        box[li, 0], box[li, 1], box[li, 2] = z + z0, y + y0, x + x0
-                        box[li, 3], box[li, 4], box[li, 5] = z + z0, y + y0, x + x0
+                        box[li, 0], box[li, 1], box[li, 2] = gz, gy, gx
+                        box[li, 3], box[li, 4], box[li, 5] = gz, gy, gx
                         n += 1
+                        if 2 * n > keys.shape[0]:  # keep the table at most half full
+                            old_keys, old_rows = keys, rows
+                            keys = np.full(old_keys.shape[0] * 2, -1, dtype=np.int64)
+                            rows = np.empty(old_keys.shape[0] * 2, dtype=np.int64)
+                            for j in range(old_keys.shape[0]):
+                                if old_keys[j] != -1:
+                                    s2 = _slot(keys, old_keys[j])
+                                    keys[s2], rows[s2] = old_keys[j], old_rows[j]
                     last = lab
-                gz, gy, gx = z + z0, y + y0, x + x0
                 acc[li, 0] += 1
                 acc[li, 1] += gz
                 acc[li, 2] += gy

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from neurochunk.kernels.volume import boundary_pairs, label_chunk
 from neurochunk.pipeline.components import connected_components, merge_equivalences
-from neurochunk.stores.ome import open_volume
+from neurochunk.stores.ome import chunk_written, open_volume, written_chunks
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "neuroproof_training_sample2"
 
@@ -186,6 +186,7 @@ def test_resume_recomputes_only_missing_chunks(tmp_path: Path) -> None:
     assert np.array_equal(ds["0"][...], first)
     assert all(os.stat(p).st_mtime_ns == t for p, t in kept.items()), "finished chunks were rewritten"
     assert all(p.exists() for p in lost) and ds.attrs["complete"] is True
+    assert written_chunks(ds["0"]) == set(np.ndindex(3, 3, 3)) and chunk_written(ds["0"], (2, 2, 2))
     assert len(ds.commits.list()) == 1  # the merge was reused, not recomputed
     other = x[::-1].copy()  # same shape, other content: nothing of the old run may be reused
     ds = connected_components(other, out, connectivity=26, chunks=(8, 8, 8), progress=False, resume=True)

@@ -94,15 +94,31 @@ def _chunk_args(plan: Plan, c: int) -> tuple[Any, ...]:
 
 def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
                  ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
-                 n_steps: int) -> tuple[Any, ...]:
+                 n_steps: int, sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
     tables, lo, seed, pint, pflt, block = args
     v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
     work = np.ascontiguousarray(ring.transpose(1, 2, 0))  # slot-major while the kernels run
     hi = lo + v.shape[0]
     if incoming is not None:
         deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
-    spikes = run_window_slot_major(*tables, v, u, g, ref, work, s0, n_steps, lo, seed, pint, pflt, block, *conn)
-    return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), spikes
+    if sample is None or len(sample[0]) == 0:
+        spikes = run_window_slot_major(*tables, v, u, g, ref, work, s0, n_steps, lo, seed, pint, pflt, block, *conn)
+        return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), (*spikes, None)
+    # sampled neurons: stop at every sampling step (the step count is a multiple of `every`)
+    idx, every = sample
+    parts, times, values = [], [], []
+    s, end = s0, s0 + n_steps
+    while s < end:
+        k = min(end, (s // every + 1) * every) - s
+        parts.append(run_window_slot_major(*tables, v, u, g, ref, work, s, k, lo, seed, pint, pflt, block, *conn))
+        s += k
+        if s % every == 0:
+            times.append(s)
+            values.append(v[idx - lo].copy())
+    steps = np.concatenate([p[0] for p in parts])
+    gids = np.concatenate([p[1] for p in parts])
+    samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
+    return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), (steps, gids, samples)
 
 
 def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray,
@@ -114,11 +130,28 @@ def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.
     return np.ascontiguousarray(work.transpose(2, 0, 1))
 
 
-def _gather(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _gather(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     gids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     order = np.lexsort((gids, steps))
     return steps[order], gids[order]
+
+
+def _gather_samples(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(sample steps, v[sample, recorded neuron])`` of a batch from the chunks' window outputs."""
+    by_time: dict[int, dict[int, float]] = {}
+    for p in parts:
+        if p[2] is None:
+            continue
+        times, idx, values = p[2]
+        for a, t in enumerate(times.tolist()):
+            row = by_time.setdefault(t, {})
+            row.update(zip(idx.tolist(), values[a].tolist()))
+    if not by_time:
+        return None
+    times = sorted(by_time)
+    ids = sorted(by_time[times[0]])
+    return np.array(times, np.int64), np.array([[by_time[t][i] for i in ids] for t in times], np.float32)
 
 
 def chunk_connectivity(plan: Plan, loaders: list[Any] | None, c: int) -> Any:
@@ -139,11 +172,20 @@ class SpikingStep(Step):
         Steps per batch (per graph handed to the scheduler).
     """
 
-    def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000) -> None:
+    def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000,
+                 sample: tuple[Any, int] | None = None) -> None:
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
         self._args = [_chunk_args(plan, c) for c in range(len(plan.chunks))]
+        self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)
+        if sample is not None:
+            ids, every = np.unique(np.asarray(sample[0], np.int64)), int(sample[1])
+            if len(ids) and (ids[0] < 0 or ids[-1] >= plan.n):
+                raise ValueError(f"sampled neuron ids must lie in [0, {plan.n}), got {ids[0]}..{ids[-1]}")
+            if every <= 0:
+                raise ValueError(f"the sampling interval must be at least one step, got {every}")
+            self._sample = [(ids[(ids >= lo) & (ids < hi)], every) for lo, hi in plan.chunks]
 
     def _blocks(self, state: State) -> list[tuple[Any, ...]]:
         bounds = (tuple(hi - lo for lo, hi in self.plan.chunks),)
@@ -161,22 +203,27 @@ class SpikingStep(Step):
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
         width = self.plan.window or n
         task = dask.delayed(_window_task, nout=6)
-        incoming, windows = None, []
+        incoming, windows, sampled = None, [], []
         for s in range(s0, s0 + n, width):
             k = min(width, s0 + n - s)
-            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k) for c in range(n_chunks)]
+            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c]) for c in range(n_chunks)]
             res = [tuple(r) for r in res]
             blocks = [r[:5] for r in res]
             incoming = dask.delayed(_gather)(*[r[5] for r in res])
             windows.append(incoming)
+            sampled += [r[5] for r in res]
         if n_chunks > 1:
             deliver = dask.delayed(_deliver_task)
             blocks = [(*b[:4], deliver(self._args[c], conns[c], b[4], incoming)) for c, b in enumerate(blocks)]
         self._spikes = dask.delayed(_gather)(*windows)
+        self._samples = dask.delayed(_gather_samples)(*sampled) if any(x is not None for x in self._sample) else None
         return state.update(_assemble(self.plan, blocks))
 
     def outputs(self, state: State) -> dict[str, Any]:
-        return {"spikes": self._spikes}
+        out = {"spikes": self._spikes}
+        if self._samples is not None:
+            out["samples"] = self._samples
+        return out
 
 
 # -- stored connectivity -------------------------------------------------------------------------------------------
@@ -262,6 +309,23 @@ class SpikeRecorder:
         ds.create_array("neuron", (0,), np.int64, chunks=(chunk,), dims=("spike",))
         return cls(ds)
 
+    def start_samples(self, ids: np.ndarray, every_ms: float) -> None:
+        """Arrays for sampled membrane potentials: ``v`` (sample, recorded), ``v_t`` (ms), ``recorded`` (ids)."""
+        ids = np.unique(np.asarray(ids, np.int64))
+        self.ds.create_array("recorded", ids.shape, np.int64, chunks=(max(1, len(ids)),), dims=("recorded",),
+                             overwrite=True)
+        self.ds["recorded"][...] = ids
+        self.ds.create_array("v", (0, len(ids)), np.float32, chunks=(4096, max(1, len(ids))),
+                             dims=("sample", "recorded"), overwrite=True, attrs={"units": "mV", "every_ms": every_ms})
+        self.ds.create_array("v_t", (0,), np.float64, chunks=(1 << 16,), dims=("sample",), overwrite=True)
+        self.ds.update_attrs(n_samples=0)
+
+    def append_samples(self, steps: np.ndarray, values: np.ndarray) -> None:
+        if len(steps):
+            self.ds["v_t"].append(steps.astype(np.float64) * float(self.ds.attrs["dt"]))
+            self.ds["v"].append(values.astype(np.float32), axis=0)
+        self.ds.update_attrs(n_samples=int(self.ds.attrs.get("n_samples", 0)) + len(steps))
+
     @property
     def n_spikes(self) -> int:
         return int(self.ds.attrs["n_spikes"])
@@ -292,22 +356,29 @@ class SpikeRecorder:
                              attrs={"bin_ms": bin_ms, "populations": list(attrs["populations"])})
         self.ds["rates"][...] = rates
 
-    def truncate(self, n_spikes: int, step: int) -> None:
+    def truncate(self, n_spikes: int, step: int, n_samples: int | None = None) -> None:
         """Forget spikes recorded after a checkpoint (a run killed between recording and committing)."""
         for name in ("t", "neuron"):
             self.ds[name].resize((n_spikes,))
         self.ds.update_attrs(n_spikes=int(n_spikes), steps=int(step))
+        if "v" in self.ds:
+            n = int(n_samples if n_samples is not None else 0)
+            self.ds["v_t"].resize((n,))
+            self.ds["v"].resize((n, self.ds["v"].shape[1]))
+            self.ds.update_attrs(n_samples=n)
 
 
 def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = None, checkpoint_url: str | None = None,
              checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
-             connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None) -> dict[str, Any]:
+             connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None,
+             record_v: Any = None, record_every_ms: float = 1.0) -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
     Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
     array); with ``checkpoint_url`` the full State is
     committed every ``checkpoint_every_ms`` (after the batch's spikes are
-    recorded) and at the end. Returns a summary with the Runner's reports.
+    recorded) and at the end. ``record_v`` (neuron ids) samples their membrane potential every
+    ``record_every_ms`` into the spikes dataset's ``v`` array. Returns a summary with the Runner's reports.
     """
     from neurochunk.stores import Dataset
 
@@ -333,13 +404,17 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if ckpt is not None and ckpt.commits.latest() is not None:
             state = State.restore(ckpt)
             recorder = SpikeRecorder(Dataset.open(spikes_url, kind="spikes", mode="r+"))
-            recorder.truncate(int(state.scalars["n_spikes"]), int(state.scalars["step"]))
+            recorder.truncate(int(state.scalars["n_spikes"]), int(state.scalars["step"]),
+                              int(state.scalars.get("n_samples", 0)))
         if ckpt is None:
             ckpt = Dataset.create(checkpoint_url, "neuron_state", attrs={"dt": plan.dt, "model": "network"},
                                   overwrite=True)
+    every_v = max(1, int(round(record_every_ms / plan.dt)))
     if state is None:
         state = initial_state(plan)
         recorder = SpikeRecorder.create(spikes_url, plan)
+        if record_v is not None:
+            recorder.start_samples(record_v, every_v * plan.dt)
     every = int(round(checkpoint_every_ms / plan.dt)) if checkpoint_every_ms else 0
     batch = max(1, int(round(batch_ms / plan.dt)))
     if every:
@@ -350,14 +425,18 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         steps, gids = report.outputs["spikes"]
         now = report.first_step + report.n_steps
         recorder.append(steps, gids, now)
+        if report.outputs.get("samples") is not None:
+            recorder.append_samples(*report.outputs["samples"])
         if ckpt is not None and ((every and now - last["ckpt"] >= every) or now >= total):
-            st.update(n_spikes=recorder.n_spikes).checkpoint(ckpt, f"step-{now}")
+            st.update(n_spikes=recorder.n_spikes,
+                      n_samples=int(recorder.ds.attrs.get("n_samples", 0))).checkpoint(ckpt, f"step-{now}")
             last["ckpt"] = now
         if on_batch is not None:
             on_batch(report, st)
 
     state = state.persist(client)  # the first batch's two graphs (state, spikes) then share plain inputs
-    step = SpikingStep(plan, loaders, batch_steps=batch)
+    step = SpikingStep(plan, loaders, batch_steps=batch,
+                       sample=None if record_v is None else (record_v, every_v))
     runner = Runner(step, state, client=client, on_batch=record, progress=progress)
     remaining = total - runner.steps_done
     if remaining > 0:

@@ -115,3 +115,27 @@ def test_checkpoint_resume_and_rerun_give_identical_spikes(client, tmp_path) -> 
     np.testing.assert_array_equal(g, full[1])
     ckpt = Dataset.open(str(tmp_path / "ckpt.zarr"), kind="neuron_state")
     assert ckpt.commits.latest().meta["scalars"]["step"] == 800
+
+
+def test_sampled_membrane_potentials_follow_the_dynamics(client, tmp_path) -> None:
+    """Sampled v of chosen neurons across chunks: in range, reset after each spike, identical on resume."""
+    net = brunel_network(n=2500, rule="fixed_probability", chunk=1000, seed=2, v_init={"uniform": [10.0, 20.0]})
+    ids = [3, 999, 1000, 2400]
+    res = simulate(net, 40, spikes_url=str(tmp_path / "s.zarr"), client=client, progress=False, batch_ms=10,
+                   record_v=ids, record_every_ms=0.1)
+    ds = Dataset.open(res["spikes_url"], kind="spikes")
+    v, vt = ds["v"][:], ds["v_t"][:]
+    assert v.shape == (400, 4) and list(ds["recorded"][:]) == ids
+    np.testing.assert_allclose(vt, np.arange(1, 401) * 0.1)
+    assert v.max() <= 20.0 + 1e-6 and v.min() > -20.0
+    t, g, _ = read_spikes(res["spikes_url"])
+    assert np.isin(g, ids).sum() >= 4
+    for k, nid in enumerate(ids):
+        for ts in t[g == nid]:
+            step = int(round(ts / 0.1))  # row `step` is the state after step `step`: reset to V_r
+            assert v[step, k] == pytest.approx(10.0)
+    kw = {"checkpoint_url": str(tmp_path / "ck.zarr"), "checkpoint_every_ms": 20, "batch_ms": 10,
+          "record_v": ids, "record_every_ms": 0.1}
+    simulate(net, 20, spikes_url=str(tmp_path / "r.zarr"), client=client, progress=False, **kw)
+    simulate(net, 40, spikes_url=str(tmp_path / "r.zarr"), client=client, progress=False, resume=True, **kw)
+    np.testing.assert_array_equal(Dataset.open(str(tmp_path / "r.zarr"), kind="spikes")["v"][:], v)

@@ -26,7 +26,7 @@ def _config(tmp_path: Path, **params) -> Path:
 
 
 def test_brain_coba_config_runs_and_plots(tmp_path) -> None:
-    summary = run_config(_config(tmp_path, duration_ms=300))
+    summary = run_config(_config(tmp_path, duration_ms=300, record_v=[0, 3999]))
     assert summary["simulated_ms"] == pytest.approx(300)
     assert 5 < summary["rates_hz"]["E"] < 60 and 5 < summary["rates_hz"]["I"] < 60
     assert summary["n_spikes"] > 4000 * 5 * 0.3
@@ -42,7 +42,7 @@ def test_brain_coba_config_runs_and_plots(tmp_path) -> None:
     assert rates[:, 0].mean() == pytest.approx(summary["rates_hz"]["E"], rel=1e-3)
     # `neurochunk plot` draws the same from the dataset alone
     assert main(["plot", summary["spikes"], "--out", str(tmp_path / "plots")]) == 0
-    assert (tmp_path / "plots" / "rates.png").exists()
+    assert (tmp_path / "plots" / "rates.png").exists() and (tmp_path / "plots" / "v.png").exists()
 
 
 def test_custom_network_errors_name_the_field(tmp_path) -> None:

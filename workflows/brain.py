@@ -37,6 +37,8 @@ PARAMS = Section({
     "resume": Field(bool, False, help="continue from the last checkpoint in store.url"),
     "populations": Field(list, [], items=dict, help="custom: name, n, model, params, init, background"),
     "projections": Field(list, [], items=dict, help="custom: name, pre, post, receptor, weight, rule, p, k, delay"),
+    "record_v": Field(list, [], items=int, help="neuron ids whose membrane potential is sampled"),
+    "record_every_ms": Field(float, 1.0),
     "plot": Field(bool, True),
 })
 
@@ -74,7 +76,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     res = simulate(net, p["duration_ms"], spikes_url=str(out / "spikes.zarr"), client=client,
                    checkpoint_url=str(out / "checkpoint.zarr") if p["checkpoint_every_ms"] or p["resume"] else None,
                    checkpoint_every_ms=p["checkpoint_every_ms"], resume=p["resume"], batch_ms=p["batch_ms"],
-                   connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True))
+                   connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True),
+                   record_v=p["record_v"] or None, record_every_ms=p["record_every_ms"])
     t, g, attrs = read_spikes(res["spikes_url"])
     stats = spike_stats(t, g, attrs["populations"], p["duration_ms"])
     reports = res["reports"]
@@ -91,7 +94,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
 
 
 def plot(ds: Dataset, out_dir: str) -> list[str]:
-    """``raster.png`` (up to 1,000 neurons per population) and ``rates.png`` (1 ms bins, per population)."""
+    """``raster.png`` (up to 1,000 neurons per population), ``rates.png`` (1 ms bins, per population) and
+    ``v.png`` (sampled membrane potentials, when recorded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,4 +131,17 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
     rates = str(Path(out_dir) / "rates.png")
     fig.savefig(rates, dpi=120)
     plt.close(fig)
-    return [raster, rates]
+    paths = [raster, rates]
+    if "v" in ds and int(ds.attrs.get("n_samples", 0)):
+        k = int(ds.attrs["n_samples"])
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        vt, v, ids = np.asarray(ds["v_t"][:k]), np.asarray(ds["v"][:k]), np.asarray(ds["recorded"][:])
+        for j in range(min(v.shape[1], 5)):
+            ax.plot(vt, v[:, j], lw=0.8, label=f"neuron {ids[j]}")
+        ax.set(xlabel="time (ms)", ylabel="v (mV)", title="sampled membrane potentials")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        paths.append(str(Path(out_dir) / "v.png"))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths

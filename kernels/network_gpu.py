@@ -191,6 +191,8 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     cdfs_d = cp.asarray(np.ascontiguousarray(cdfs))
     pint_d, pflt_d = cp.asarray(np.ascontiguousarray(pint, np.int64)), cp.asarray(np.ascontiguousarray(pflt))
     n_proj = int(pint.shape[0])
+    if n_proj and (np.asarray(pint)[:, 0] > 2).any():
+        raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
     # target blocks a spike can reach in this chunk (the most over all projections)
     n_blk = max([(min(n, int(pi[4])) + block - 1) // block + 1 for pi in pint] or [1])
     out_s, out_i = [], []

@@ -26,7 +26,8 @@ from .rng import STREAM_CONN, STREAM_INDEGREE, normal, stream_key, uniform
 
 __all__ = ["RULES", "deliver_many", "materialize", "I_RULE", "F_P"]
 
-RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3}
+RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3, "fixed_outdegree": 4}
+_OUT_BLOCK = 1 << 62  # the "block" word of a fixed out-degree stream (one stream per presynaptic neuron)
 WEIGHT_KINDS = {"constant": 0, "normal": 1, "uniform": 2}
 DELAY_KINDS = {"constant": 0, "uniform": 1}
 
@@ -108,6 +109,23 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
                     t = post_lo + pre
                     if lo <= t < hi:
                         wq, d, k = _weight_delay(pint, pflt, p, stream_key(seed, pid, pre, pre // block), 0)
+                        ring[(s + d) % n_slots, r, t - lo] += wq
+            continue
+        if rule == 4:
+            # fixed out-degree (with replacement): every chunk replays the neuron's K draws, keeps its own
+            n_post = pint[p, I_POST_N]
+            for x in range(n_spk):
+                g = gids[x]
+                pre = g - pre_lo
+                if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                    continue
+                s = steps[x]
+                key = stream_key(seed, pid, pre, _OUT_BLOCK)
+                k = 0
+                for _ in range(pint[p, I_K]):
+                    t = post_lo + min(np.int64(uniform(key, k) * n_post), n_post - 1)
+                    wq, d, k = _weight_delay(pint, pflt, p, key, k + 1)
+                    if lo <= t < hi:
                         ring[(s + d) % n_slots, r, t - lo] += wq
             continue
         b0 = (max(lo, post_lo) - post_lo) // block
@@ -193,6 +211,22 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
             d2[y] = dls[x]
         return indptr, c2, w2, d2
     for pre in range(n_pre):
+        if rule == 4:
+            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, _OUT_BLOCK)
+            k = 0
+            n_post = pint[p, I_POST_N]
+            for _ in range(pint[p, I_K]):
+                t = post_lo + min(np.int64(uniform(key, k) * n_post), n_post - 1)
+                wq, d, k = _weight_delay(pint, pflt, p, key, k + 1)
+                if lo <= t < hi:
+                    if n == cap:
+                        cols, wqs, dls, cap = _grow(cols, wqs, dls, cap)
+                    cols[n] = t - lo
+                    wqs[n] = wq
+                    dls[n] = d
+                    n += 1
+            indptr[pre + 1] = n
+            continue
         if rule == 2:
             t = post_lo + pre
             if lo <= t < hi:

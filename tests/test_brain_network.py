@@ -139,3 +139,23 @@ def test_sampled_membrane_potentials_follow_the_dynamics(client, tmp_path) -> No
     simulate(net, 20, spikes_url=str(tmp_path / "r.zarr"), client=client, progress=False, **kw)
     simulate(net, 40, spikes_url=str(tmp_path / "r.zarr"), client=client, progress=False, resume=True, **kw)
     np.testing.assert_array_equal(Dataset.open(str(tmp_path / "r.zarr"), kind="spikes")["v"][:], v)
+
+
+def test_fixed_outdegree_procedural_equals_stored(client, tmp_path) -> None:
+    from neurochunk.pipeline.network import Network, Population, Projection
+
+    def net(mode):
+        pops = (Population("A", 1500, "lif_cuba_exp", {"RI_ext": 12.0}, {"v": {"uniform": [-60.0, -50.0]}}),)
+        projs = (Projection("AA", "A", "A", "Ie", {"normal": [1.0, 0.2]}, rule="fixed_outdegree", k=40,
+                            delay={"uniform": [0.5, 2.0]}),)
+        return Network(pops, projs, seed=7, chunk=600, connectivity=mode)
+
+    tp, gp, _ = _run(net("procedural"), 50, tmp_path, "op", client)
+    ts, gs, _ = _run(net("stored"), 50, tmp_path, "os", client, connectivity_url=str(tmp_path / "oc"))
+    assert len(tp) > 100
+    np.testing.assert_array_equal(tp, ts)
+    np.testing.assert_array_equal(gp, gs)
+    ds = Dataset.open(str(tmp_path / "oc" / "AA"), kind="connectivity")
+    ptr = ds["indptr"][:]
+    per_pre = sum(np.diff(ptr[c]) for c in range(ptr.shape[0]))
+    assert np.all(per_pre == 40)  # every presynaptic neuron has exactly k synapses over all chunks

@@ -26,7 +26,8 @@ from .rng import STREAM_CONN, STREAM_INDEGREE, normal, stream_key, uniform
 
 __all__ = ["RULES", "deliver_many", "materialize", "I_RULE", "F_P"]
 
-RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3, "fixed_outdegree": 4}
+RULES = {"fixed_probability": 0, "all_to_all": 1, "one_to_one": 2, "fixed_indegree": 3, "fixed_outdegree": 4,
+         "edge_list": 5}
 _OUT_BLOCK = 1 << 62  # the "block" word of a fixed out-degree stream (one stream per presynaptic neuron)
 WEIGHT_KINDS = {"constant": 0, "normal": 1, "uniform": 2}
 DELAY_KINDS = {"constant": 0, "uniform": 1}

@@ -48,7 +48,9 @@ class Projection:
     """Synapses from ``pre`` to ``post``.
 
     ``rule`` is one of ``fixed_probability`` (``p``), ``fixed_indegree`` (``k``,
-    stored mode only), ``fixed_outdegree`` (``k``, with replacement), ``one_to_one``, ``all_to_all``. ``weight`` is a number,
+    stored mode only), ``fixed_outdegree`` (``k``, with replacement), ``one_to_one``, ``all_to_all``,
+    ``edge_list`` (a user's edges loaded with ``pipeline.simulation.load_edge_list``; ``weight`` is then
+    the largest absolute weight and ``delay`` the range the edges' delays lie in). ``weight`` is a number,
     ``{"normal": [mean, std]}`` or ``{"uniform": [lo, hi]}``; ``delay`` (ms, as
     in Brian2: 0 means the next step) a number or ``{"uniform": [lo, hi]}``.
     ``receptor`` names the synaptic variable of the post model (``ge``, ``gi``, ``Ie``, ``Ii``, ``v``).
@@ -176,6 +178,8 @@ class Plan:
             n_pre, n_post = net.populations[a].n, net.populations[b].n
             if pr.rule == "fixed_probability" and not 0.0 < pr.p <= 1.0:
                 raise ValueError(f"{where}: p must be in (0, 1], got {pr.p}")
+            if pr.rule == "edge_list" and net.connectivity != "stored":
+                raise ValueError(f"{where}: an edge_list projection needs connectivity: stored")
             if pr.rule == "fixed_outdegree" and pr.k <= 0:
                 raise ValueError(f"{where}: fixed_outdegree needs k > 0, got {pr.k}")
             if pr.rule == "fixed_indegree":

@@ -159,3 +159,44 @@ def test_fixed_outdegree_procedural_equals_stored(client, tmp_path) -> None:
     ptr = ds["indptr"][:]
     per_pre = sum(np.diff(ptr[c]) for c in range(ptr.shape[0]))
     assert np.all(per_pre == 40)  # every presynaptic neuron has exactly k synapses over all chunks
+
+
+def test_user_edge_list_loads_into_stored_layout(client, tmp_path) -> None:
+    """The synapses of a procedural network, handed over as a user's edge list (a dask array read in
+    pieces), give that network's spikes."""
+    import dask.array as da
+
+    from neurochunk.pipeline.network import Network, Population, Projection
+    from neurochunk.pipeline.simulation import load_edge_list
+
+    pops = (Population("A", 1200, "lif_cuba_exp", {"RI_ext": 12.0}, {"v": {"uniform": [-60.0, -50.0]}}),)
+
+    def net(rule, mode):
+        proj = Projection("AA", "A", "A", "Ie", {"normal": [1.0, 0.2]} if rule != "edge_list" else 2.6,
+                          rule=rule, p=0.03, delay={"uniform": [0.5, 2.0]})
+        return Network(pops, (proj,), seed=11, chunk=500, connectivity=mode)
+
+    reference = net("fixed_probability", "procedural")
+    plan = reference.plan()
+    pre, post, w, d = [], [], [], []
+    for lo, hi in plan.chunks:
+        ptr, cols, wq, dl = materialize(plan.pint, plan.pflt, 0, plan.seed, reference.conn_block, lo, hi)
+        pre.append(np.repeat(np.arange(1200), np.diff(ptr)))
+        post.append(cols + lo)
+        w.append(wq * plan.pflt[0, 6])
+        d.append((dl - 1) * 0.1)
+    edges = [np.concatenate(x) for x in (pre, post, w, d)]
+    assert np.abs(edges[2]).max() < 2.6  # the edge_list's declared bound keeps the same quantum
+    mine = net("edge_list", "stored")
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(len(edges[0]))
+    arrays = [da.from_array(x[shuffled], chunks=5000) for x in edges]
+    load_edge_list(mine.plan(), "AA", str(tmp_path / "edges"), *arrays, piece=7000)
+    t1, g1, _ = _run(reference, 60, tmp_path, "ref", client)
+    t2, g2, _ = _run(mine, 60, tmp_path, "mine", client, connectivity_url=str(tmp_path / "edges"))
+    assert len(t1) > 100
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(g1, g2)
+    with pytest.raises(ValueError, match="ids outside"):
+        load_edge_list(mine.plan(), "AA", str(tmp_path / "bad"), np.array([0, 5000]), np.array([0, 1]),
+                       np.array([1.0, 1.0]), np.array([1.0, 1.0]))

@@ -1,0 +1,489 @@
+"""Lazily scaled memory-bank iterations: uniform decay in O(1), everything else in O(reinforced).
+
+Uniform decay multiplies every strength by the same factor, so a partition
+keeps a float64 *base* ``b`` per memory and one float64 *scale* ``G`` (the
+product of the decay factors so far). The visible strength of a memory is
+
+    s = float32(b * G)            (a float64 product, rounded once to float32)
+
+Decay is ``G <- G * f`` with ``f = float64(float32(1 - rate))`` (the exact
+path's factor). Reinforcement is the exact path's rule on the visible
+strength, ``s' = float32(clip(float64(s) + sum of deltas, 0, 1))`` (deltas
+summed in float64 in arrival order), stored back as ``b = float64(s') / G``,
+which gives back exactly ``s'`` (the quotient is within 2**-52 of ``s'/G``).
+So a memory's strength is its last reinforced value times the *exact* float64
+product of the factors since, rounded once; the exact path
+(:func:`neurochunk.kernels.memory.decay_stats`) rounds to float32 after every
+decay instead, and the two differ by at most one float32 ulp per decay since
+the last reinforcement (the lazy one is the more accurate).
+
+What the lazy path returns equals a plain numpy loop that materialises
+``float32(b * G)`` every iteration (:func:`reference_block`):
+
+- strengths (visible float32 and float64 bases), counts and last steps: bit-equal;
+- histogram counts, maxima, top-k ids and strengths: bit-equal (float32(b*G) is
+  monotone in b, so bins and ranks are decided in the b domain exactly);
+- sums: ``G * sum(b)`` with a compensated float64 sum, i.e. the sum of the
+  unrounded strengths; it differs from the sum of the float32 strengths by at
+  most ``n * 2**-25`` (half an ulp per memory; in practice ~1e-12 relative).
+
+Histograms are kept in the b domain: over a window of W iterations the bin
+edges ``e_j`` map to thresholds ``tau_j(t) = min{b : float32(b*G_t) >= e_j}``;
+the sorted union of all ``tau_j(t)`` of the window splits the b axis into
+buckets, each memory's bucket is kept, and the histogram of iteration t is a
+difference of bucket suffix counts. A reinforcement moves one memory between
+buckets (O(1) through a lookup table on the float64 bit pattern); the window's
+set-up re-buckets all memories once (O(N) per W iterations).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numba
+import numpy as np
+
+from .memory import EMPTY_ID, build_index
+
+__all__ = ["ScaledPartition", "reference_block"]
+
+_RENORM = 2.0**-500  # below this scale the bases are rescaled by an exact power of two
+_TABLE_CELLS = 1 << 17
+
+
+@numba.njit(nogil=True, cache=True)
+def _vis(b: float, g: float) -> np.float32:
+    return np.float32(b * g)
+
+
+@numba.njit(nogil=True, cache=True)
+def _threshold(e: np.float32, g: float) -> float:
+    """The least float64 b >= 0 with float32(b * g) >= e (inf when none)."""
+    if e <= np.float32(0.0):
+        return 0.0
+    if g <= 0.0:
+        return np.inf
+    x = np.float64(e) / g
+    lo, hi = x * (1.0 - 2.0**-20), x * (1.0 + 2.0**-20)  # float32 rounding moves b*g by < 2**-24
+    if _vis(lo, g) >= e:
+        lo = 0.0
+    while _vis(hi, g) < e:
+        hi = hi * 2.0 if hi > 0.0 else 1e-300
+        if hi == np.inf:
+            return np.inf
+    # bisect the float64 bit patterns (monotone for b >= 0): the least pattern with vis >= e
+    a = np.uint64(np.float64(lo).view(np.uint64))
+    c = np.uint64(np.float64(hi).view(np.uint64))
+    while c - a > np.uint64(1):
+        mid = a + ((c - a) >> np.uint64(1))
+        if _vis(np.uint64(mid).view(np.float64), g) >= e:
+            c = mid
+        else:
+            a = mid
+    if _vis(np.uint64(a).view(np.float64), g) >= e:
+        return np.uint64(a).view(np.float64)
+    return np.uint64(c).view(np.float64)
+
+
+@numba.njit(nogil=True, cache=True)
+def _bucket(b: float, bnd: np.ndarray, table: np.ndarray, key0: np.int64, shift: np.int64) -> np.int64:
+    """Number of boundaries <= b (boundaries sorted, table[c]: boundaries with key < key0 + c)."""
+    key = np.int64(np.uint64(np.float64(b).view(np.uint64)) >> np.uint64(shift)) - key0
+    if key < 0:
+        i = 0
+    elif key >= table.shape[0]:
+        i = table[table.shape[0] - 1]
+    else:
+        i = table[key]
+    nb = bnd.shape[0]
+    while i < nb and bnd[i] <= b:
+        i += 1
+    return i
+
+
+@numba.njit(nogil=True, cache=True)
+def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray, cells: int):
+    """Thresholds of the next len(factors) iterations, their sorted union, the lookup table, every
+    memory's bucket and the bucket counts."""
+    w = factors.shape[0]
+    nbins = edges.shape[0] - 1
+    tau = np.empty((w, nbins - 1))
+    g = g0
+    for t in range(w):
+        g = g * factors[t]
+        for j in range(1, nbins):
+            tau[t, j - 1] = _threshold(edges[j], g)
+    flat = np.sort(tau.ravel())
+    keep = np.ones(flat.shape[0], np.bool_)
+    for i in range(1, flat.shape[0]):
+        if flat[i] == flat[i - 1]:
+            keep[i] = False
+    bnd = flat[keep]
+    finite = bnd[np.isfinite(bnd)]
+    rank = np.empty((w, nbins - 1), np.int64)
+    for t in range(w):
+        for j in range(nbins - 1):
+            rank[t, j] = np.searchsorted(bnd, tau[t, j])
+    # table over the top bits of the float64 pattern (monotone for b >= 0), fine enough for ~1 boundary a cell
+    shift = np.int64(0)
+    if finite.shape[0] > 0:
+        lo = np.int64(np.uint64(np.float64(finite[0]).view(np.uint64)))
+        hi = np.int64(np.uint64(np.float64(finite[-1]).view(np.uint64)))
+        while ((hi - lo) >> shift) >= cells:
+            shift += 1
+        key0 = lo >> shift
+        ncell = ((hi >> shift) - key0) + 2
+    else:
+        key0 = np.int64(0)
+        ncell = 1
+    table = np.empty(ncell, np.int64)
+    i = 0
+    for c in range(ncell):
+        while i < finite.shape[0] and (np.int64(np.uint64(np.float64(finite[i]).view(np.uint64))) >> shift) - key0 < c:
+            i += 1
+        table[c] = i
+    n = base.shape[0]
+    bk = np.empty(n, np.int32)
+    cnt = np.zeros(bnd.shape[0] + 1, np.int64)
+    for p in range(n):
+        q = _bucket(base[p], bnd, table, key0, shift)
+        bk[p] = q
+        cnt[q] += 1
+    return bnd, rank, table, key0, shift, bk, cnt
+
+
+@numba.njit(nogil=True, cache=True)
+def _neumaier(total: float, comp: float, x: float) -> tuple[float, float]:
+    t = total + x
+    if abs(total) >= abs(x):
+        comp += (total - t) + x
+    else:
+        comp += (x - t) + total
+    return t, comp
+
+
+@numba.njit(nogil=True, cache=True)
+def _sum_base(base: np.ndarray) -> tuple[float, float]:
+    total, comp = 0.0, 0.0
+    for p in range(base.shape[0]):
+        total, comp = _neumaier(total, comp, base[p])
+    return total, comp
+
+
+@numba.njit(nogil=True, cache=True)
+def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.ndarray, count: np.ndarray,
+               last: np.ndarray, bk: np.ndarray, cnt: np.ndarray, bnd: np.ndarray, table: np.ndarray,
+               key0: np.int64, shift: np.int64, stamp: np.ndarray, slot_pos: np.ndarray, slot_acc: np.ndarray,
+               slot_occ: np.ndarray, rpos: np.ndarray, rend: np.ndarray, rids: np.ndarray, rdeltas: np.ndarray, t: np.int64, g: float,
+               total: float, comp: float) -> tuple[int, float, float]:
+    lo, sh = meta[0], meta[1]
+    nbk = np.uint64(starts.shape[0] - 1)
+    n = ids.shape[0]
+    nd = rids.shape[0]
+    # short loops of independent loads, so many cache misses are in flight at once
+    for r in range(nd):
+        q = rids[r]
+        rpos[r] = -1
+        if n == 0 or q < lo:
+            continue
+        bq = (q - lo) >> sh
+        if bq >= nbk:
+            continue
+        rpos[r] = starts[bq]
+        rend[r] = starts[bq + np.uint64(1)]
+    for r in range(nd):
+        a = rpos[r]
+        if a < 0:
+            continue
+        q = rids[r]
+        ln = rend[r] - a
+        if ln == 0:
+            rpos[r] = -1
+            continue
+        while ln > 1:  # branch-free halving (a conditional move), so mispredictions do not serialise misses
+            half = ln >> 1
+            a = a + half if ids[a + half - 1] < q else a
+            ln -= half
+        rpos[r] = a if ids[a] == q else -1
+    m = 0
+    for r in range(nd):  # repeats summed in arrival order
+        a = rpos[r]
+        if a < 0:
+            continue
+        st = stamp[a]
+        if (st >> 32) == t + 1:
+            s = st & 0xFFFFFFFF
+        else:
+            s = m
+            stamp[a] = ((t + 1) << 32) | m
+            slot_pos[m] = a
+            slot_acc[m] = 0.0
+            slot_occ[m] = 0
+            m += 1
+        slot_acc[s] += np.float64(rdeltas[r])
+        slot_occ[s] += 1
+    for s in range(m):
+        p = slot_pos[s]
+        b0 = base[p]
+        v = np.float32(min(max(np.float64(_vis(b0, g)) + slot_acc[s], 0.0), 1.0))
+        b1 = np.float64(v) / g
+        base[p] = b1
+        count[p] += slot_occ[s]
+        last[p] = t
+        qb = _bucket(b1, bnd, table, key0, shift)
+        cnt[bk[p]] -= 1
+        cnt[qb] += 1
+        bk[p] = qb
+        total, comp = _neumaier(total, comp, b1 - b0)
+    return m, total, comp
+
+
+@numba.njit(nogil=True, cache=True)
+def _histogram(cnt: np.ndarray, rank: np.ndarray, n: int) -> np.ndarray:
+    nb = rank.shape[0] + 1
+    ge = np.empty(nb + 1, np.int64)  # ge[j]: memories with s >= e_j
+    ge[0] = n
+    ge[nb] = 0
+    suffix = np.empty(cnt.shape[0] + 1, np.int64)
+    suffix[cnt.shape[0]] = 0
+    for q in range(cnt.shape[0] - 1, -1, -1):
+        suffix[q] = suffix[q + 1] + cnt[q]
+    for j in range(1, nb):
+        ge[j] = suffix[rank[j - 1] + 1]  # b >= bnd[r]  <=>  bucket >= r + 1
+    out = np.empty(nb, np.int64)
+    for j in range(nb):
+        out[j] = ge[j] - ge[j + 1]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _rank_visible(pool: np.ndarray, base: np.ndarray, ids: np.ndarray, g: float) -> np.ndarray:
+    """``pool`` ordered by visible strength descending, then id ascending."""
+    key = np.empty(pool.shape[0])
+    for i in range(pool.shape[0]):
+        key[i] = -base[pool[i]]
+    out = pool[np.argsort(key, kind="mergesort")]
+    i = 0
+    while i < out.shape[0]:  # distinct bases may round to one float32: those rank by id
+        j = i + 1
+        v = _vis(base[out[i]], g)
+        while j < out.shape[0] and _vis(base[out[j]], g) == v:
+            j += 1
+        if j - i > 1:
+            run = out[i:j]
+            run_ids = np.empty(j - i, np.uint64)
+            for r in range(j - i):
+                run_ids[r] = ids[run[r]]
+            out[i:j] = run[np.argsort(run_ids, kind="mergesort")]
+        i = j
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _update_top(cand: np.ndarray, incand: np.ndarray, outside: float, touched: np.ndarray, base: np.ndarray,
+                ids: np.ndarray, g: float, k: int, size: int) -> tuple[np.ndarray, float, bool]:
+    """Merge the reinforced memories into the candidates (b domain: decay changes nothing there).
+    Returns the candidates in visible order, the bound on every other base, and whether they are exact."""
+    floor = np.inf
+    for i in range(cand.shape[0]):
+        floor = min(floor, base[cand[i]])
+    extra = np.empty(touched.shape[0], np.int64)
+    ne = 0
+    for i in range(touched.shape[0]):
+        p = touched[i]
+        if incand[p]:
+            continue
+        if base[p] >= floor or cand.shape[0] < size:
+            extra[ne] = p
+            ne += 1
+        else:
+            outside = max(outside, base[p])
+    pool = np.concatenate((cand, extra[:ne]))
+    pool = _rank_visible(pool, base, ids, g)
+    if pool.shape[0] > size:
+        for i in range(size, pool.shape[0]):
+            outside = max(outside, base[pool[i]])
+            incand[pool[i]] = False
+        pool = pool[:size]
+    for i in range(pool.shape[0]):
+        incand[pool[i]] = True
+    kk = min(k, ids.shape[0])
+    ok = pool.shape[0] >= kk
+    if ok and kk > 0:
+        ok = _vis(outside, g) < _vis(base[pool[kk - 1]], g)
+    return pool, outside, ok
+
+
+def _full_top(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np.ndarray) -> tuple[np.ndarray, float]:
+    """The ``size`` best memories in visible order (ties by id) and the largest base of the rest."""
+    incand[:] = False
+    n = len(base)
+    s = (base * g).astype(np.float32)
+    pool = np.arange(n) if size >= n else np.flatnonzero(s >= np.partition(s, n - size - 1)[n - size - 1])
+    pool = pool[np.lexsort((ids[pool], -s[pool].astype(np.float64)))][:size]
+    incand[pool] = True
+    outside = float(base[~incand].max()) if size < n else -np.inf
+    return pool.astype(np.int64), outside
+
+
+class ScaledPartition:
+    """One partition's memories in the lazily scaled representation (see the module docstring).
+
+    Parameters
+    ----------
+    ids, strength, count, last_step
+        The partition's live memories, sorted by id (``count`` and ``last_step``
+        are updated in place; ``strength`` is read once).
+    k, bins
+        Top-k size and histogram bins of every iteration.
+    window
+        Iterations per histogram window (one O(N) re-bucketing per window).
+    slack
+        Extra top-k candidates kept beyond k.
+    """
+
+    def __init__(self, ids: np.ndarray, strength: np.ndarray, count: np.ndarray, last_step: np.ndarray, k: int,
+                 bins: int, window: int = 64, slack: int | None = None) -> None:
+        self.id, self.count, self.last_step = ids, count, last_step
+        self.base = strength.astype(np.float64)
+        self.scale = 1.0
+        self.k, self.bins, self.window = k, bins, window
+        self.size = k + (slack if slack is not None else max(128, 8 * k))
+        self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)  # np.histogram's float32 edges
+        self.starts, self.meta = build_index(ids)
+        n = len(ids)
+        self.stamp = np.zeros(n, np.int64)
+        self.incand = np.zeros(n, np.bool_)
+        self.cand = np.empty(0, np.int64)
+        self.outside = np.inf
+        self.rebuilds = 0
+        self.total, self.comp = _sum_base(self.base)
+
+    def strength(self) -> np.ndarray:
+        """The visible float32 strengths."""
+        return (self.base * self.scale).astype(np.float32)
+
+    def _renormalise(self) -> None:
+        # exact: multiplying by powers of two changes no product b * G (short of float64 underflow)
+        self.base *= _RENORM
+        self.scale /= _RENORM
+        self.total, self.comp = _sum_base(self.base)
+
+    def run(self, t0: int, n: int, rate: float, source: Callable[[int], tuple[np.ndarray, np.ndarray]]
+            ) -> dict[str, Any]:
+        """``n`` iterations t0..t0+n-1 of decay by ``rate``, reinforcement by ``source(t)``, quality and
+        top-k; per-iteration statistics like :func:`neurochunk.pipeline.memorybank._block`."""
+        f = float(np.float32(1.0 - min(max(rate, 0.0), 1.0)))
+        k, npart = self.k, len(self.id)
+        sums, maxima = np.zeros(n), np.zeros(n)
+        top_s = np.full((n, k), -np.inf)
+        top_i = np.full((n, k), EMPTY_ID, np.uint64)
+        hist = np.zeros(self.bins, np.int64)
+        cap = 0
+        i = 0
+        while i < n:
+            w = min(self.window, n - i)
+            if f > 0.0 and self.scale * f**w < _RENORM:
+                self._renormalise()
+            g0 = self.scale
+            if f > 0.0:
+                bnd, rank, table, key0, shift, bk, cnt = _window(self.base, g0, np.full(w, f), self.edges,
+                                                                   _TABLE_CELLS)
+            for j in range(w):
+                t = t0 + i + j
+                if f == 0.0:  # everything decays to exactly 0: restart the scale
+                    self.base[:] = 0.0
+                    self.total, self.comp = 0.0, 0.0
+                    self.cand, self.outside = np.empty(0, np.int64), np.inf
+                self.scale = self.scale * f if f > 0.0 else 1.0
+                g = self.scale
+                rids, rdeltas = source(t)
+                rids = np.ascontiguousarray(rids, dtype=np.uint64)
+                if len(rids) > cap:
+                    cap = len(rids)
+                    slot_pos, slot_acc, slot_occ = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int64)
+                    rpos, rend = np.empty(cap, np.int64), np.empty(cap, np.int64)
+                m = 0
+                if f > 0.0:
+                    m, self.total, self.comp = _reinforce(
+                        self.id, self.starts, self.meta, self.base, self.count, self.last_step, bk, cnt, bnd, table,
+                        key0, shift, self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
+                        np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), g, self.total, self.comp)
+                    hist = _histogram(cnt, rank[j], npart)
+                else:  # f == 0 leaves no window: reinforce against an all-zero partition directly
+                    hist, m = self._reinforce_flat(rids, rdeltas, t, slot_pos, slot_acc, slot_occ, rpos, rend)
+                sums[i + j] = g * (self.total + self.comp)
+                if npart:
+                    pos = self._top(slot_pos[:m], g)
+                    top_s[i + j, : len(pos)] = (self.base[pos] * g).astype(np.float32)
+                    top_i[i + j, : len(pos)] = self.id[pos]
+                    maxima[i + j] = top_s[i + j, 0]
+            i += w
+        return {"n": npart, "sums": sums, "maxima": maxima, "hist": hist, "top_s": top_s, "top_i": top_i,
+                "rebuilds": self.rebuilds}
+
+    def _reinforce_flat(self, rids, rdeltas, t, slot_pos, slot_acc, slot_occ, rpos, rend):
+        edges = np.linspace(0.0, 1.0, self.bins + 1, dtype=np.float32)
+        bnd = np.array([np.inf])
+        table = np.zeros(1, np.int64)
+        bk = np.zeros(len(self.id), np.int32)
+        cnt = np.array([len(self.id), 0], np.int64)
+        m, self.total, self.comp = _reinforce(
+            self.id, self.starts, self.meta, self.base, self.count, self.last_step, bk, cnt, bnd, table,
+            np.int64(0), np.int64(0), self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
+            np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), 1.0, self.total, self.comp)
+        return np.histogram(self.strength(), bins=edges)[0].astype(np.int64), m
+
+    def _top(self, touched: np.ndarray, g: float) -> np.ndarray:
+        k = min(self.k, len(self.id))
+        if np.isinf(self.outside) and self.outside > 0:
+            self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
+            self.rebuilds += 1
+            return self.cand[:k]
+        self.cand, self.outside, ok = _update_top(self.cand, self.incand, self.outside, touched, self.base,
+                                                  self.id, g, self.k, self.size)
+        if not ok:
+            self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
+            self.rebuilds += 1
+        return self.cand[:k]
+
+
+def reference_block(ids: np.ndarray, strength: np.ndarray, count: np.ndarray, last_step: np.ndarray, t0: int,
+                    n: int, rate: float, source: Callable[[int], tuple[np.ndarray, np.ndarray]], k: int,
+                    bins: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The lazily scaled iterations in plain numpy, materialising ``float32(b * G)`` every iteration.
+
+    Returns the final bases and scale, and per-iteration statistics (sums of the float32 strengths).
+    """
+    b, g = strength.astype(np.float64), 1.0
+    f = float(np.float32(1.0 - min(max(rate, 0.0), 1.0)))
+    stats: dict[str, Any] = {"sums": np.zeros(n), "maxima": np.zeros(n), "top_i": [], "top_s": []}
+    for i in range(n):
+        t = t0 + i
+        if f == 0.0:
+            b[:], g = 0.0, 1.0
+        else:
+            if g * f < _RENORM:
+                b, g = b * _RENORM, g / _RENORM
+            g = g * f
+        rids, rdeltas = source(t)
+        s = (b * g).astype(np.float32)
+        u, inv = np.unique(rids, return_inverse=True)
+        acc = np.zeros(len(u))
+        np.add.at(acc, inv, rdeltas.astype(np.float64))  # in arrival order
+        occ = np.bincount(inv, minlength=len(u))
+        pos = np.minimum(np.searchsorted(ids, u), max(len(ids) - 1, 0))
+        ok = ids[pos] == u if len(ids) else np.zeros(len(u), bool)
+        p = pos[ok]
+        new = np.clip(s[p].astype(np.float64) + acc[ok], 0, 1).astype(np.float32)
+        b[p] = new.astype(np.float64) / g
+        count[p] += occ[ok].astype(count.dtype)
+        last_step[p] = t
+        s = (b * g).astype(np.float32)
+        top = np.lexsort((ids, -s.astype(np.float64)))[:k]
+        stats["sums"][i] = s.sum(dtype=np.float64)
+        stats["maxima"][i] = s.max() if len(s) else 0.0
+        stats["top_i"].append(ids[top])
+        stats["top_s"].append(s[top])
+        stats["hist"] = np.histogram(s, bins=bins, range=(0.0, 1.0))[0]
+    return b, np.float64(g), stats

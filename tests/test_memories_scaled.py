@@ -1,0 +1,77 @@
+"""Lazily scaled iterations (kernels.memory_scaled) against a plain numpy loop that materialises every iteration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from neurochunk.kernels import memory as K
+from neurochunk.kernels.memory_scaled import ScaledPartition, reference_block
+from neurochunk.pipeline.memorybank import KeyedSource
+
+
+def _run_both(n, iters, rate, bins, k, window, src, seed=0, slack=None):
+    ids = np.sort(K.keyed_ids(2, n))
+    s = np.random.default_rng(seed).random(n).astype(np.float32)
+    s[:4] = [0.0, 1.0, 0.5, 1 / 64]
+    count, last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    part = ScaledPartition(ids, s, count, last, k, bins, window=window, slack=slack)
+    got = part.run(0, iters, rate, src)
+    ref_count, ref_last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    b, g, ref = reference_block(ids, s, ref_count, ref_last, 0, iters, rate, src, k, bins)
+    # the defined equality: bit-equal state, ranks, maxima and histograms; sums within half an ulp per memory
+    np.testing.assert_array_equal(part.strength(), (b * g).astype(np.float32))
+    np.testing.assert_array_equal(part.base * part.scale, b * g)
+    np.testing.assert_array_equal(count, ref_count)
+    np.testing.assert_array_equal(last, ref_last)
+    np.testing.assert_array_equal(got["hist"], ref["hist"])
+    np.testing.assert_array_equal(got["maxima"], ref["maxima"])
+    np.testing.assert_array_equal(got["top_i"], np.array(ref["top_i"]))
+    np.testing.assert_array_equal(got["top_s"].astype(np.float32), np.array(ref["top_s"]))
+    assert np.abs(got["sums"] - ref["sums"]).max() <= n * 2.0**-25
+    return part, got, ids, s
+
+
+@pytest.mark.parametrize(("rate", "bins", "window"), [(0.05, 10, 7), (0.01, 64, 64), (0.3, 7, 9)])
+def test_scaled_iterations_equal_numpy_reference(rate, bins, window):
+    n = 6000
+    src = KeyedSource(seed=int(bins * 100 + window), id_seed=2, n_pool=n + 200, n_draws=400, max_delta=0.35,
+                      min_delta=-0.2)  # repeats, unknown ids, negative deltas (top memories weakened)
+    _, got, _, _ = _run_both(n, 40, rate, bins, 25, window, src)
+    assert got["rebuilds"] < 40
+
+
+def test_scaled_ties_no_decay_and_full_decay():
+    n = 3000
+    src = KeyedSource(seed=5, id_seed=2, n_pool=n, n_draws=300, max_delta=0.6)
+    _run_both(n, 15, 0.0, 16, 20, 4, src)  # many memories clipped to exactly 1.0: ties rank by id
+    _run_both(n, 4, 1.0, 16, 20, 4, src)  # everything decays to 0 each iteration
+
+
+def test_scaled_renormalises_exactly_and_stays_near_float32_path():
+    n = 2000
+    src = KeyedSource(seed=9, id_seed=2, n_pool=n, n_draws=50, max_delta=0.5)
+    part, _, ids, s = _run_both(n, 700, 0.5, 8, 10, 64, src)  # 0.5**700 < 2**-500: bases rescaled
+    assert part.scale > 2.0**-500
+    # against the exact path's per-iteration float32 rounding: within one float32 ulp per iteration
+    n_it, rate = 30, 0.02
+    src = KeyedSource(seed=3, id_seed=2, n_pool=n, n_draws=100, max_delta=0.2)
+    lazy = ScaledPartition(ids, s, np.zeros(n, np.uint32), np.zeros(n, np.int64), 10, 8)
+    lazy.run(0, n_it, rate, src)
+    exact, last = s.copy(), np.zeros(n, np.int64)
+    for t in range(n_it):
+        K.decay_stats(exact, rate, 8)
+        uids, sums, occ = K.aggregate_deltas(*src(t))
+        pos = K.lookup_sorted(ids, uids)
+        hit = pos >= 0
+        K.apply_deltas(exact, np.zeros(n, np.uint32), last, pos[hit], sums[hit], occ[hit], t)
+    got = lazy.strength()
+    ulps = np.abs(got.view(np.int32) - exact.view(np.int32))
+    assert ulps.max() <= n_it
+    assert ulps.max() >= 1  # the two really are different roundings
+
+
+def test_scaled_benchmark_shape():
+    n = 100_000  # the benchmark's workload, smaller: 1% reinforced, 64 bins, top-100, one window and a bit
+    src = KeyedSource(seed=1, id_seed=2, n_pool=n, n_draws=n // 100, max_delta=0.2)
+    _, got, _, _ = _run_both(n, 70, 0.01, 64, 100, 64, src)
+    assert got["rebuilds"] <= 3

@@ -64,8 +64,13 @@ def connect(config: ClusterConfig | dict[str, Any] | None = None, *, quiet: bool
             cluster.close()
             raise
         client._owned_cluster = cluster
+    from .dashboard import install, page_url
+
+    has_page = install(client)
     if not quiet:
         print(f"neurochunk: Dask dashboard at {client.dashboard_link}", file=sys.stderr, flush=True)
+        if has_page:
+            print(f"neurochunk: run page at {page_url(client)}", file=sys.stderr, flush=True)
     return client
 
 

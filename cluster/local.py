@@ -35,8 +35,9 @@ def local_cluster(config: ClusterConfig, security: Any = None) -> Any:
     kwargs: dict[str, Any] = dict(
         n_workers=n_workers, threads_per_worker=threads, memory_limit=memory,
         dashboard_address=config.dashboard_address, processes=config.processes,
-        host="127.0.0.1",
     )
+    if config.processes or security is not None:
+        kwargs["host"] = "127.0.0.1"  # threads-only clusters talk inproc://, which takes no host
     if security is not None:
         kwargs["security"] = security
         kwargs["protocol"] = "tls://"

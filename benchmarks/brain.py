@@ -55,6 +55,22 @@ def _kernel_loop(net, steps: int) -> tuple[float, np.ndarray, np.ndarray]:
     return time.perf_counter() - t0, out[5][0], out[5][1]
 
 
+def _stored_loop(repeat: int) -> float:
+    from neurochunk.pipeline.network import coba_network
+    from neurochunk.pipeline.simulation import _chunk_args, _init_chunk, _load_chunk, _window_task, build_connectivity
+
+    plan = coba_network(seed=1, connectivity="stored").plan()
+    conn = _load_chunk(plan, build_connectivity(plan, tempfile.mkdtemp() + "/c"), 0)
+    _window_task(_chunk_args(plan, 0), conn, *_init_chunk(plan, 0), None, 0, 10)
+    times = []
+    for _ in range(repeat):
+        state = _init_chunk(plan, 0)
+        t0 = time.perf_counter()
+        _window_task(_chunk_args(plan, 0), conn, *state, None, 0, 10_000)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def coba(args: argparse.Namespace) -> None:
     from distributed import Client, LocalCluster
 
@@ -63,7 +79,8 @@ def coba(args: argparse.Namespace) -> None:
 
     rows = []
     loops = [_kernel_loop(coba_network(seed=1), 10_000)[0] for _ in range(args.repeat)]
-    rows.append(("neurochunk kernel loop (1 chunk, 1 thread)", float(np.median(loops)), None))
+    rows.append(("neurochunk kernel loop (1 chunk, 1 thread), procedural", float(np.median(loops)), None))
+    rows.append(("neurochunk kernel loop (1 chunk, 1 thread), stored CSR", _stored_loop(args.repeat), None))
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
             Client(cl) as client:
         walls = []

@@ -5,6 +5,23 @@ A network is either a named benchmark (``coba``: Vogels-Abbott COBA,
 written out in the config (see ``pipeline.network`` for their fields).
 The run writes ``spikes.zarr`` (and ``checkpoint.zarr``, ``connectivity/``
 when asked) under ``store.url`` and draws ``raster.png`` and ``rates.png``.
+
+The same in a script of your own::
+
+    from neurochunk.cluster import connect
+    from neurochunk.pipeline.network import Network, Population, Projection
+    from neurochunk.pipeline.simulation import read_spikes, simulate, spike_stats
+
+    init = {"v": {"uniform": [-60.0, -50.0]}, "ge": {"normal": [40.0, 15.0]}, "gi": {"normal": [200.0, 120.0]}}
+    pops = (Population("E", 3200, "lif_coba", {}, init), Population("I", 800, "lif_coba", {}, init))
+    projs = tuple(Projection(f"{a}{b}", a, b, "ge" if a == "E" else "gi", 6.0 if a == "E" else 67.0, p=0.02)
+                  for a in "EI" for b in "EI")
+    net = Network(pops, projs, dt=0.1, seed=1)
+    with connect() as client:
+        res = simulate(net, 1000.0, spikes_url="my-coba/spikes.zarr", client=client,
+                       checkpoint_url="my-coba/checkpoint.zarr", checkpoint_every_ms=250, record_v=[0, 3200])
+    t, neuron, attrs = read_spikes(res["spikes_url"])
+    print(spike_stats(t, neuron, attrs["populations"], 1000.0))
 """
 
 from __future__ import annotations

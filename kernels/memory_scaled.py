@@ -38,7 +38,8 @@ set-up re-buckets all memories once (O(N) per W iterations).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np

@@ -75,6 +75,9 @@ def connect(config: ClusterConfig | dict[str, Any] | None = None, *, quiet: bool
 
 
 def _connect_address(cfg: ClusterConfig, security: Any) -> Client:
+    if cfg.address.startswith("tls://") and security is None:
+        raise ClusterUnreachableError(
+            f"the scheduler at {cfg.address} speaks TLS: give cluster.tls (ca_file, cert, key) to connect")
     try:
         return Client(cfg.address, timeout=cfg.timeout, security=security)
     except (OSError, TimeoutError) as exc:

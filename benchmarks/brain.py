@@ -57,7 +57,8 @@ def _kernel_loop(net, steps: int) -> tuple[float, np.ndarray, np.ndarray]:
 
 def _stored_loop(repeat: int) -> float:
     from neurochunk.pipeline.network import coba_network
-    from neurochunk.pipeline.simulation import _chunk_args, _init_chunk, _load_chunk, _window_task, build_connectivity
+    from neurochunk.pipeline.simulation import _chunk_args, _init_chunk, _window_task
+    from neurochunk.pipeline.synapses import _load_chunk, build_connectivity
 
     plan = coba_network(seed=1, connectivity="stored").plan()
     conn = _load_chunk(plan, build_connectivity(plan, tempfile.mkdtemp() + "/c"), 0)
@@ -75,7 +76,7 @@ def coba(args: argparse.Namespace) -> None:
     from distributed import Client, LocalCluster
 
     from neurochunk.pipeline.network import coba_network
-    from neurochunk.pipeline.simulation import simulate
+    from neurochunk.pipeline.recording import simulate
 
     rows = []
     loops = [_kernel_loop(coba_network(seed=1), 10_000)[0] for _ in range(args.repeat)]
@@ -87,13 +88,13 @@ def coba(args: argparse.Namespace) -> None:
         for r in range(args.repeat):
             d = tempfile.mkdtemp()
             t0 = time.perf_counter()
-            res = simulate(coba_network(seed=1), 1000, spikes_url=f"{d}/s.zarr", client=client, progress=False,
-                           batch_ms=1000)
+            simulate(coba_network(seed=1), 1000, spikes_url=f"{d}/s.zarr", client=client, progress=False,
+                     batch_ms=1000)
             walls.append(time.perf_counter() - t0)
         rows.append(("neurochunk simulate() on LocalCluster, spikes to Zarr", float(np.median(walls)), None))
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "from neurochunk.pipeline.network import coba_network;"
-                    "from neurochunk.pipeline.simulation import simulate;import tempfile;"
+                    "from neurochunk.pipeline.recording import simulate;import tempfile;"
                     "simulate(coba_network(seed=1),1000,spikes_url=tempfile.mkdtemp()+'/s.zarr',progress=False,"
                     "batch_ms=1000)"], check=True, capture_output=True)
     rows.append(("neurochunk whole process (python -c simulate, local threads)", time.perf_counter() - t0, None))
@@ -114,7 +115,7 @@ def coba(args: argparse.Namespace) -> None:
 
 def brunel(args: argparse.Namespace) -> None:
     from neurochunk.pipeline.network import brunel_network
-    from neurochunk.pipeline.simulation import spike_stats
+    from neurochunk.pipeline.recording import spike_stats
 
     print(f"Brunel A, procedural fixed probability (1,000 E + 250 I inputs), {os.cpu_count()} cores")
     print(f"{'neurons':>11} {'sim ms':>7} {'wall s':>8} {'s/sim ms':>9} {'events/s':>10} {'rate Hz':>8} "

@@ -9,7 +9,7 @@ from distributed import Client, LocalCluster
 
 from neurochunk.kernels.procedural import materialize
 from neurochunk.pipeline.network import brunel_network, coba_network
-from neurochunk.pipeline.simulation import SpikeRecorder, read_spikes, simulate, spike_stats
+from neurochunk.pipeline.recording import SpikeRecorder, read_spikes, simulate, spike_stats
 from neurochunk.stores import Dataset
 
 
@@ -167,7 +167,7 @@ def test_user_edge_list_loads_into_stored_layout(client, tmp_path) -> None:
     import dask.array as da
 
     from neurochunk.pipeline.network import Network, Population, Projection
-    from neurochunk.pipeline.simulation import load_edge_list
+    from neurochunk.pipeline.synapses import load_edge_list
 
     pops = (Population("A", 1200, "lif_cuba_exp", {"RI_ext": 12.0}, {"v": {"uniform": [-60.0, -50.0]}}),)
 

@@ -10,7 +10,7 @@ The same in a script of your own::
 
     from neurochunk.cluster import connect
     from neurochunk.pipeline.network import Network, Population, Projection
-    from neurochunk.pipeline.simulation import read_spikes, simulate, spike_stats
+    from neurochunk.pipeline.recording import read_spikes, simulate, spike_stats
 
     init = {"v": {"uniform": [-60.0, -50.0]}, "ge": {"normal": [40.0, 15.0]}, "gi": {"normal": [200.0, 120.0]}}
     pops = (Population("E", 3200, "lif_coba", {}, init), Population("I", 800, "lif_coba", {}, init))
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from neurochunk.pipeline.network import Network, Population, Projection, brunel_network, coba_network
-from neurochunk.pipeline.simulation import read_spikes, simulate, spike_stats
+from neurochunk.pipeline.recording import read_spikes, simulate, spike_stats
 from neurochunk.stores import Dataset
 
 from .config import ConfigError, Field, Section

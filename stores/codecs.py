@@ -8,7 +8,7 @@ configs, dataset attributes and ``neurochunk info`` all use:
 ``bitshuffle``          blosc zstd level 3, bit shuffle
 ``bitround:K``          keep K mantissa bits, then lossless; relative error <= 2**-K
 ``quantize:D``          keep D decimal digits, then lossless; absolute error <= 10**-D
-``float16``             store as float16, then lossless; relative error <= 2**-11
+``float16``             store as float16, then lossless; error <= max(2**-11 |x|, 2**-25) for |x| <= 65504
 ``packbits``            boolean rasters packed 8 per byte, then lossless
 ``delta``               integer differences of neighbours (sorted event lists), then lossless
 ``raw``                 no compression (checksum only)
@@ -45,13 +45,16 @@ class CodecPreset:
         return self.name in ("bitround", "quantize", "float16")
 
     def error_bound(self) -> dict[str, Any]:
-        """The stated bound: ``{"relative": x}``, ``{"absolute": x}`` or ``{}`` for lossless."""
+        """The stated bound: ``{"relative": r}``, ``{"absolute": a}``, both, or ``{}`` for lossless.
+
+        With both keys the error of a value ``x`` is at most ``max(r * |x|, a)``.
+        """
         if self.name == "bitround":
             return {"relative": 2.0 ** -int(self.param or 0)}
         if self.name == "quantize":
             return {"absolute": 10.0 ** -int(self.param or 0)}
-        if self.name == "float16":
-            return {"relative": 2.0**-11}
+        if self.name == "float16":  # below float16's normal range the error is half a subnormal step
+            return {"relative": 2.0**-11, "absolute": 2.0**-25}
         return {}
 
     def zarr_kwargs(self, dtype: np.dtype[Any]) -> dict[str, Any]:

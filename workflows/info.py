@@ -29,7 +29,7 @@ def format_info(info: dict[str, Any]) -> str:
     for name, a in info["arrays"].items():
         dims = ", ".join(f"{d}={s}" for d, s in zip(a["dims"], a["shape"], strict=False)) or str(a["shape"])
         bound = a["error_bound"]
-        bound_s = f" (error <= {next(iter(bound.values())):.2g} {next(iter(bound))})" if bound else ""
+        bound_s = f" (error <= {' or '.join(f'{v:.2g} {k}' for k, v in bound.items())})" if bound else ""
         lines.append(
             f"  {name:<14} {a['dtype']:<8} ({dims})  chunks {a['chunks']}"
             + (f" shards {a['shards']}" if a["shards"] else "")

@@ -103,7 +103,7 @@ def _bucket(b: float, bnd: np.ndarray, table: np.ndarray, key0: np.int64, shift:
 
 
 @numba.njit(nogil=True, cache=True)
-def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray, cells: int):
+def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray, cells: int, bk: np.ndarray):
     """Thresholds of the next len(factors) iterations, their sorted union, the lookup table, every
     memory's bucket and the bucket counts."""
     w = factors.shape[0]
@@ -144,7 +144,6 @@ def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray,
             i += 1
         table[c] = i
     n = base.shape[0]
-    bk = np.empty(n, np.int32)
     cnt = np.zeros(bnd.shape[0] + 1, np.int64)
     for p in range(n):
         q = _bucket(base[p], bnd, table, key0, shift)
@@ -206,21 +205,33 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
             a = a + half if ids[a + half - 1] < q else a
             ln -= half
         rpos[r] = a if ids[a] == q else -1
+    # repeats summed in arrival order; a position -> slot hash table small enough to stay in cache
+    hbits = 0
+    while (2 << hbits) <= stamp.shape[0]:  # the caller sizes it a power of two >= 2 * len(rids)
+        hbits += 1
+    mask = (1 << hbits) - 1
+    for h in range(mask + 1):
+        stamp[h] = -1
     m = 0
-    for r in range(nd):  # repeats summed in arrival order
+    for r in range(nd):
         a = rpos[r]
         if a < 0:
             continue
-        st = stamp[a]
-        if (st >> 32) == t + 1:
-            s = st & 0xFFFFFFFF
-        else:
-            s = m
-            stamp[a] = ((t + 1) << 32) | m
-            slot_pos[m] = a
-            slot_acc[m] = 0.0
-            slot_occ[m] = 0
-            m += 1
+        h = np.int64((np.uint64(a) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - hbits))
+        while True:
+            key = stamp[h]
+            if key == -1:
+                s = m
+                stamp[h] = (np.int64(m) << 32) | a
+                slot_pos[m] = a
+                slot_acc[m] = 0.0
+                slot_occ[m] = 0
+                m += 1
+                break
+            if (key & 0xFFFFFFFF) == a:
+                s = key >> 32
+                break
+            h = (h + 1) & mask
         slot_acc[s] += np.float64(rdeltas[r])
         slot_occ[s] += 1
     for s in range(m):
@@ -327,6 +338,40 @@ def _full_top(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np
     return pool.astype(np.int64), outside
 
 
+@numba.njit(nogil=True, cache=True)
+def _top_pool(base: np.ndarray, bk: np.ndarray, cnt: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Every memory in the highest buckets that together hold more than ``size`` memories, and the largest
+    base of the others (buckets are ordered like bases)."""
+    q = cnt.shape[0] - 1
+    total = cnt[q]
+    while q > 0 and total < size + 1:
+        q -= 1
+        total += cnt[q]
+    pool = np.empty(total, np.int64)
+    m = 0
+    outside = -np.inf
+    for p in range(base.shape[0]):
+        if bk[p] >= q:
+            pool[m] = p
+            m += 1
+        else:
+            outside = max(outside, base[p])
+    return pool[:m], outside
+
+
+def _full_top_bucketed(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np.ndarray, bk: np.ndarray,
+                       cnt: np.ndarray) -> tuple[np.ndarray, float]:
+    pool, outside = _top_pool(base, bk, cnt, size)
+    s = (base[pool] * g).astype(np.float32)
+    pool = pool[np.lexsort((ids[pool], -s.astype(np.float64)))]
+    if len(pool) > size:
+        outside = max(outside, float(base[pool[size:]].max()))
+        pool = pool[:size]
+    incand[:] = False
+    incand[pool] = True
+    return pool, outside
+
+
 class ScaledPartition:
     """One partition's memories in the lazily scaled representation (see the module docstring).
 
@@ -344,16 +389,26 @@ class ScaledPartition:
     """
 
     def __init__(self, ids: np.ndarray, strength: np.ndarray, count: np.ndarray, last_step: np.ndarray, k: int,
-                 bins: int, window: int = 64, slack: int | None = None) -> None:
+                 bins: int, window: int = 128, slack: int | None = None) -> None:
         self.id, self.count, self.last_step = ids, count, last_step
-        self.base = strength.astype(np.float64)
+        n = len(ids)
+        # one 32-byte record a memory (id, base, last step, count | bucket): a reinforcement touches one cache line
+        self.rec = np.zeros((n, 4), np.uint64)
+        self.rec[:, 0] = ids
+        self.base = self.rec.view(np.float64)[:, 1]
+        self.base[:] = strength
+        self._last = self.rec.view(np.int64)[:, 2]
+        self._count = self.rec.view(np.uint32)[:, 6]
+        self._bk = self.rec.view(np.int32)[:, 7]
+        self._ids = self.rec[:, 0]
         self.scale = 1.0
         self.k, self.bins, self.window = k, bins, window
         self.size = k + (slack if slack is not None else max(128, 8 * k))
         self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)  # np.histogram's float32 edges
-        self.starts, self.meta = build_index(ids)
+        starts, self.meta = build_index(ids)
+        self.starts = starts.astype(np.int32) if len(ids) < 2**31 else starts  # half the cache footprint
         n = len(ids)
-        self.stamp = np.zeros(n, np.int64)
+        self.stamp = np.empty(2, np.int64)  # position -> slot hash table of the reinforcement kernel
         self.incand = np.zeros(n, np.bool_)
         self.cand = np.empty(0, np.int64)
         self.outside = np.inf
@@ -380,7 +435,10 @@ class ScaledPartition:
         top_s = np.full((n, k), -np.inf)
         top_i = np.full((n, k), EMPTY_ID, np.uint64)
         hist = np.zeros(self.bins, np.int64)
-        cap = 0
+        self._count[:], self._last[:] = self.count, self.last_step
+        cap = 1
+        slot_pos, slot_acc, slot_occ = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int64)
+        rpos, rend = np.empty(cap, np.int64), np.empty(cap, np.int64)
         i = 0
         while i < n:
             w = min(self.window, n - i)
@@ -388,8 +446,8 @@ class ScaledPartition:
                 self._renormalise()
             g0 = self.scale
             if f > 0.0:
-                bnd, rank, table, key0, shift, bk, cnt = _window(self.base, g0, np.full(w, f), self.edges,
-                                                                   _TABLE_CELLS)
+                bnd, rank, table, key0, shift, _, cnt = _window(self.base, g0, np.full(w, f), self.edges,
+                                                                  _TABLE_CELLS, self._bk)
             for j in range(w):
                 t = t0 + i + j
                 if f == 0.0:  # everything decays to exactly 0: restart the scale
@@ -404,22 +462,24 @@ class ScaledPartition:
                     cap = len(rids)
                     slot_pos, slot_acc, slot_occ = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int64)
                     rpos, rend = np.empty(cap, np.int64), np.empty(cap, np.int64)
+                    self.stamp = np.empty(1 << int(2 * cap - 1).bit_length(), np.int64)
                 m = 0
                 if f > 0.0:
                     m, self.total, self.comp = _reinforce(
-                        self.id, self.starts, self.meta, self.base, self.count, self.last_step, bk, cnt, bnd, table,
-                        key0, shift, self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
+                        self._ids, self.starts, self.meta, self.base, self._count, self._last, self._bk, cnt, bnd,
+                        table, key0, shift, self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
                         np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), g, self.total, self.comp)
                     hist = _histogram(cnt, rank[j], npart)
                 else:  # f == 0 leaves no window: reinforce against an all-zero partition directly
                     hist, m = self._reinforce_flat(rids, rdeltas, t, slot_pos, slot_acc, slot_occ, rpos, rend)
                 sums[i + j] = g * (self.total + self.comp)
                 if npart:
-                    pos = self._top(slot_pos[:m], g)
+                    pos = self._top(slot_pos[:m], g, cnt if f > 0.0 else None)
                     top_s[i + j, : len(pos)] = (self.base[pos] * g).astype(np.float32)
                     top_i[i + j, : len(pos)] = self.id[pos]
                     maxima[i + j] = top_s[i + j, 0]
             i += w
+        self.count[:], self.last_step[:] = self._count, self._last
         return {"n": npart, "sums": sums, "maxima": maxima, "hist": hist, "top_s": top_s, "top_i": top_i,
                 "rebuilds": self.rebuilds}
 
@@ -430,22 +490,23 @@ class ScaledPartition:
         bk = np.zeros(len(self.id), np.int32)
         cnt = np.array([len(self.id), 0], np.int64)
         m, self.total, self.comp = _reinforce(
-            self.id, self.starts, self.meta, self.base, self.count, self.last_step, bk, cnt, bnd, table,
+            self._ids, self.starts, self.meta, self.base, self._count, self._last, bk, cnt, bnd, table,
             np.int64(0), np.int64(0), self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
             np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), 1.0, self.total, self.comp)
         return np.histogram(self.strength(), bins=edges)[0].astype(np.int64), m
 
-    def _top(self, touched: np.ndarray, g: float) -> np.ndarray:
+    def _top(self, touched: np.ndarray, g: float, cnt: np.ndarray | None) -> np.ndarray:
         k = min(self.k, len(self.id))
-        if np.isinf(self.outside) and self.outside > 0:
+        if not (np.isinf(self.outside) and self.outside > 0):
+            self.cand, self.outside, ok = _update_top(self.cand, self.incand, self.outside, touched, self.base,
+                                                      self.id, g, self.k, self.size)
+            if ok:
+                return self.cand[:k]
+        if cnt is None:
             self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
-            self.rebuilds += 1
-            return self.cand[:k]
-        self.cand, self.outside, ok = _update_top(self.cand, self.incand, self.outside, touched, self.base,
-                                                  self.id, g, self.k, self.size)
-        if not ok:
-            self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
-            self.rebuilds += 1
+        else:
+            self.cand, self.outside = _full_top_bucketed(self.base, self.id, g, self.size, self.incand, self._bk, cnt)
+        self.rebuilds += 1
         return self.cand[:k]
 
 

@@ -150,10 +150,12 @@ def _relabel(src: Any, dst: Any, box: Box, lut: np.ndarray, connectivity: int, b
     return 1
 
 
-def _merge_path(ds: Dataset) -> Merge | None:
+def _stored_merge(ds: Dataset) -> Merge | None:
+    from neurochunk.stores import CommitError
+
     try:
         group = ds.commits.open("components-merge")
-    except Exception:
+    except CommitError:
         return None
     return Merge(np.asarray(group["offsets"][...]), np.asarray(group["dropped"][...]), np.asarray(group["roots"][...]))
 
@@ -245,7 +247,7 @@ def _resume(out: str | os.PathLike[str], job: dict[str, Any]) -> tuple[Dataset |
         return None, None
     if ds.attrs.get("components") != job:
         return None, None
-    return ds, _merge_path(ds)
+    return ds, _stored_merge(ds)
 
 
 def _scan_and_merge(arr: Any, grid: dict[tuple[int, ...], Box], order: dict[tuple[int, ...], int],

@@ -215,3 +215,40 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         connected_components(np.zeros((4, 4, 4), np.float32), tmp_path / "f.zarr", progress=False)
     with pytest.raises(ValueError, match="6, 18 or 26"):
         connected_components(np.zeros((4, 4, 4), np.uint8), tmp_path / "g.zarr", connectivity=8, progress=False)
+
+
+class _FailingOnce:
+    """A volume whose chosen block fails on its second read (the relabel pass), as a dying disk would."""
+
+    def __init__(self, x: np.ndarray, bad: tuple[slice, ...]) -> None:
+        self.x, self.bad, self.reads = x, bad, 0
+        self.shape, self.dtype = x.shape, x.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        return self.x
+
+    def __getitem__(self, box):
+        if box == self.bad:
+            self.reads += 1
+            if self.reads == 2:
+                raise OSError("read error in the relabel pass")
+        return self.x[box]
+
+
+def test_crash_mid_relabel_then_resume(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    x = ((rng.random((24, 24, 24)) < 0.5) * rng.integers(1, 3, size=(24, 24, 24))).astype(np.uint8)
+    bad = (slice(8, 16), slice(8, 16), slice(8, 16))
+    out = tmp_path / "cc.zarr"
+    with pytest.raises(OSError, match="relabel pass"):
+        connected_components(_FailingOnce(x, bad), out, chunks=(8, 8, 8), progress=False)
+    ds = open_volume(out)
+    assert ds.attrs["complete"] is False and len(ds.commits.list()) == 1  # the merge survived the crash
+    before = {p: p.stat().st_mtime_ns for p in (out / "0" / "c").rglob("*") if p.is_file()}
+    assert len(before) < 27  # the failed block (and maybe others) is missing
+    ds = connected_components(_FailingOnce(x, (slice(0, 0),) * 3), out, chunks=(8, 8, 8), progress=False)
+    ref, n = reference(x, 26, False)
+    assert ds.attrs["complete"] is True and ds.attrs["n_labels"] == n
+    assert_bijection(ds["0"][...], ref)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "chunks written before the crash were redone"
+    assert len(ds.commits.list()) == 1

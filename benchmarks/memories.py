@@ -159,7 +159,14 @@ def scenario_iteration(args: argparse.Namespace) -> None:
              f"includes graph, load and one commit ({rep.graph_sizes[0]} tasks)")
         got = bank.read_all()
         print(f"\nrun_epoch final state equal to numpy loop: {np.array_equal(got['strength'], s)}; "
-              f"counts equal: {np.array_equal(got['count'], count)}")
+              f"counts equal: {np.array_equal(got['count'], count)}\n")
+        bank = MemoryBank.create(f"{root}/scaled.zarr", partitions=2, capacity=n // 2 + 6 * int(np.sqrt(n)) + 16)
+        bank.ingest(ids0, s0)
+        with _Clock() as c:
+            rep = bank.run_epoch(iters, src, decay_rate=rate, k=k, bins=bins, scaled=True)
+        _row("neurochunk MemoryBank.run_epoch(scaled=True), 2 partitions", c, iters,
+             f"includes graph, load and one commit; final state equal to the lazily scaled reference: "
+             f"{np.array_equal(bank.read_all()['strength'], (b * g).astype(np.float32))}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

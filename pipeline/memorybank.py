@@ -43,6 +43,7 @@ import dask
 import numpy as np
 from dask import delayed
 from neurochunk.kernels import memory as K
+from neurochunk.kernels.memory_scaled import ScaledPartition
 from neurochunk.stores.replicas import Replica, ReplicaSet, write_chunk
 
 __all__ = ["CapacityError", "EpochReport", "KeyedSource", "MemoryBank", "Partition", "Quality"]
@@ -245,9 +246,18 @@ def _own(ids: np.ndarray, deltas: np.ndarray, p: int, n_partitions: int) -> tupl
 
 
 def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int, bins: int,
-           n_partitions: int) -> tuple[Partition, dict[str, Any]]:
-    """``n`` fused iterations of one partition: decay, reinforcement, quality and maintained top-k."""
+           n_partitions: int, scaled: bool = False) -> tuple[Partition, dict[str, Any]]:
+    """``n`` fused iterations of one partition: decay, reinforcement, quality and maintained top-k.
+
+    ``scaled``: the lazily scaled representation of :mod:`neurochunk.kernels.memory_scaled`
+    (decay in O(1)), materialised to float32 strengths at the end of the block.
+    """
     out = part.copy()
+    if scaled and len(out):
+        lazy = ScaledPartition(out.id, out.strength, out.count, out.last_step, k, bins)
+        stats = lazy.run(t0, n, rate, lambda t: _own(*source(t), out.index, n_partitions))
+        out.strength[:] = lazy.strength()
+        return out, {**stats, "reads": int(part.bytes_read > 0), "bytes_read": part.bytes_read}
     ranker = K.MaintainedTopK(k)
     factor = np.float32(1.0 - rate)
     sums = np.zeros(n)
@@ -710,8 +720,13 @@ class MemoryBank:
 
     # -- epochs -------------------------------------------------------------------------------------
     def run_epoch(self, n_iterations: int, source: Source, *, decay_rate: float, commit_every: int = 0,
-                  k: int = 100, bins: int = 64, resident: bool = True, progress: bool = False) -> EpochReport:
+                  k: int = 100, bins: int = 64, resident: bool = True, progress: bool = False,
+                  scaled: bool = False) -> EpochReport:
         """Run ``n_iterations`` fused iterations from the current one; commit every ``commit_every`` and at the end.
+
+        ``scaled=True`` keeps strengths lazily scaled inside each block between commits
+        (:mod:`neurochunk.kernels.memory_scaled`: decay O(1), a single float32 rounding of
+        the decay product instead of one per iteration; results depend on where commits fall).
 
         ``source(t)`` returns the ``(ids, deltas)`` of iteration ``t``; it must be
         deterministic in ``t`` (a recomputed partition calls it again). ``resident=False``
@@ -722,7 +737,7 @@ class MemoryBank:
             raise ValueError(f"decay_rate must be in [0, 1], got {decay_rate}")
         self.commit()
         self.epoch = {"start": self.iteration, "target": self.iteration + n_iterations, "decay_rate": decay_rate,
-                      "commit_every": commit_every, "k": k, "bins": bins, "resident": resident}
+                      "commit_every": commit_every, "k": k, "bins": bins, "resident": resident, "scaled": scaled}
         return self._epoch(source, progress)
 
     def resume_epoch(self, source: Source, progress: bool = False) -> EpochReport | None:
@@ -750,7 +765,8 @@ class MemoryBank:
             n = min(every - (self.iteration - int(ep["start"])) % every, target - self.iteration)
             t0 = self.iteration
             loads = self._loads()
-            outs = [delayed(_block, pure=False, nout=2)(ld, t0, n, rate, source, k, bins, self.n_partitions)
+            outs = [delayed(_block, pure=False, nout=2)(ld, t0, n, rate, source, k, bins, self.n_partitions,
+                                                        bool(ep.get("scaled", False)))
                     for ld in loads]
             stats = _tree([o[1] for o in outs], _combine_block, k)
             version = self.version + 1

@@ -75,3 +75,30 @@ def test_scaled_benchmark_shape():
     src = KeyedSource(seed=1, id_seed=2, n_pool=n, n_draws=n // 100, max_delta=0.2)
     _, got, _, _ = _run_both(n, 70, 0.01, 64, 100, 64, src)
     assert got["rebuilds"] <= 3
+
+
+def test_run_epoch_scaled_equals_reference_between_commits(tmp_path):
+    from neurochunk.pipeline.memorybank import MemoryBank
+
+    n, k, bins = 3000, 20, 16
+    bank = MemoryBank.create(str(tmp_path / "bank.zarr"), partitions=4, capacity=1000)
+    ids0 = K.keyed_ids(3, n)
+    s0 = np.random.default_rng(3).random(n).astype(np.float32)
+    bank.ingest(ids0, s0)
+    src = KeyedSource(seed=11, id_seed=3, n_pool=n + 50, n_draws=60, max_delta=0.3, min_delta=-0.1)
+    rep = bank.run_epoch(12, src, decay_rate=0.05, commit_every=5, k=k, bins=bins, scaled=True)
+    order = np.argsort(ids0)
+    ids, s = ids0[order], s0[order]
+    count, last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    for t0, t1 in ((0, 5), (5, 10), (10, 12)):  # the bank materialises float32 strengths at every commit
+        b, g, ref = reference_block(ids, s, count, last, t0, t1 - t0, 0.05, src, k, bins)
+        s = (b * g).astype(np.float32)
+        np.testing.assert_array_equal(rep.top_ids[t0:t1], np.array(ref["top_i"]))
+        np.testing.assert_array_equal(rep.top_strengths[t0:t1].astype(np.float32), np.array(ref["top_s"]))
+        np.testing.assert_array_equal(rep.maxima[t0:t1], ref["maxima"])
+        assert np.abs(rep.sums[t0:t1] - ref["sums"]).max() <= n * 2.0**-25
+    np.testing.assert_array_equal(rep.histogram, ref["hist"])
+    stored = bank.read_all()
+    np.testing.assert_array_equal(stored["strength"], s)
+    np.testing.assert_array_equal(stored["count"], count)
+    np.testing.assert_array_equal(stored["last_step"], last)

@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="per-task overhead vs plain dask")
     parser.add_argument("--gpu", action="store_true", help="also LocalCUDACluster (GPU machine)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunks", type=int, default=2000, help="chunks in the overhead graphs")
+    parser.add_argument("--chunks", type=int, default=1000, help="chunks in the overhead graphs")
     args = parser.parse_args()
     if not (args.startup or args.overhead):
         parser.error("give --startup and/or --overhead")

@@ -6,6 +6,9 @@ Scenarios (one command each):
     COBA-4000 (Vogels-Abbott), 1 s of biological time: neurochunk's kernel loop alone and the whole
     run through the Dask Runner on a LocalCluster (spikes recorded to Zarr), against Brian2's numpy
     and cython runtimes and cpp_standalone (loop alone and whole process).
+``python benchmarks/brain.py stream --n 20000000 --sim-ms 3.2``
+    Out-of-core Brunel A (procedural): the state streams through a double-buffered Zarr dataset every
+    exchange window on 2 worker processes capped at 1 GiB each; wall time, events/s, workers' peak RSS.
 ``python benchmarks/brain.py brunel --sizes 12500,125000,1250000``
     Brunel (2000) A with 1,000 E + 250 I inputs per neuron, procedural fixed probability, Poisson
     background: wall seconds per simulated ms, synaptic events per second, peak RSS; Brian2 (numpy) on
@@ -145,6 +148,49 @@ def brunel(args: argparse.Namespace) -> None:
               f"{stats['rate']:8.1f} {rss:12.2f} | {ref_txt}", flush=True)
 
 
+def _peak_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def stream(args: argparse.Namespace) -> None:
+    from distributed import Client, LocalCluster
+
+    from neurochunk.pipeline.network import brunel_network
+    from neurochunk.pipeline.recording import read_spikes, spike_stats
+    from neurochunk.pipeline.streaming import simulate_streaming
+
+    n = args.n
+    n_e = n * 4 // 5
+    net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=args.chunk,
+                         epsilon=1000 / n_e)
+    plan = net.plan()
+    state_gib = n * (4 * 5 + 4 * 2 * plan.n_slots) / 2**30
+    d = args.dir or tempfile.mkdtemp()
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit,
+                      dashboard_address=None) as cl, Client(cl) as client:
+        t0 = time.perf_counter()
+        out = simulate_streaming(net, args.sim_ms, state_url=f"{d}/state.zarr", spikes_url=f"{d}/spikes.zarr",
+                                 client=client, progress=True)
+        wall = time.perf_counter() - t0
+        rss = client.run(_peak_rss)
+    t, gid, _ = read_spikes(f"{d}/spikes.zarr")
+    events = float(np.where(gid < n_e, 1000 / n_e * n, 250 / (n - n_e) * n).sum())
+    sim_ms = out["steps"] * 0.1
+    stats = spike_stats(t, gid, {"E": [0, n_e], "I": [n_e, n]}, sim_ms, skip_ms=0)
+    windows = out["windows"]
+    disk = sum(f.stat().st_size for f in Path(f"{d}/state.zarr").rglob("*") if f.is_file()) / 2**30
+    print(f"Brunel A out-of-core, {n:,} neurons in {len(plan.chunks)} chunks of {args.chunk:,}; "
+          f"{args.workers} workers x {args.memory_limit}, 1 thread each ({os.cpu_count()} cores)")
+    print(f"state in memory would be {state_gib:.2f} GiB (x2 buffers on disk: {disk:.2f} GiB compressed)")
+    print(f"{'sim ms':>7} {'windows':>7} {'wall s':>8} {'s/sim ms':>9} {'s/window':>9} {'events/s':>10} "
+          f"{'rate Hz':>8} {'worker peak RSS GiB':>20} {'driver peak RSS GiB':>20}")
+    print(f"{sim_ms:7.1f} {len(windows):7d} {wall:8.1f} {sum(windows) / sim_ms:9.2f} {np.median(windows):9.2f} "
+          f"{events / sum(windows):10.3g} {stats['rate']:8.1f} "
+          f"{' / '.join(f'{v:.2f}' for v in rss.values()):>20} {_peak_rss():20.2f}")
+    print(f"Brian2: not run ({n * 1250:.2g} synapses; its stored synapses alone need about "
+          f"{n * 1250 * 30 / 2**30:.0f} GiB)")
+
+
 def gpu(args: argparse.Namespace) -> None:
     import cupy as cp
 
@@ -212,13 +258,20 @@ def main() -> None:
     b.add_argument("--min-ms", type=float, default=5.0)
     b.add_argument("--events-budget", type=float, default=2e9, help="synaptic events to simulate per size")
     b.add_argument("--brian-max", type=int, default=125000)
+    so = sub.add_parser("stream", help="Brunel A out-of-core on capped worker processes")
+    so.add_argument("--n", type=int, default=20_000_000)
+    so.add_argument("--chunk", type=int, default=1 << 19)
+    so.add_argument("--sim-ms", type=float, default=3.2)
+    so.add_argument("--workers", type=int, default=2)
+    so.add_argument("--memory-limit", default="1GiB")
+    so.add_argument("--dir", default=None, help="where the state and spikes datasets go (default: a temp dir)")
     gp = sub.add_parser("gpu", help="Brunel A on one GPU (cupy twins), procedural")
     gp.add_argument("--sizes", default="12500,125000,1250000,12500000,125000000")
     gp.add_argument("--events-budget", type=float, default=2e11)
     gp.add_argument("--max-steps", type=int, default=1000)
     gp.add_argument("--block", type=int, default=0, help="target block of the procedural generator (0: population)")
     args = p.parse_args()
-    {"coba": coba, "brunel": brunel, "gpu": gpu}[args.scenario](args)
+    {"coba": coba, "brunel": brunel, "stream": stream, "gpu": gpu}[args.scenario](args)
 
 
 if __name__ == "__main__":

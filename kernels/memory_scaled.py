@@ -137,7 +137,7 @@ def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray,
     else:
         key0 = np.int64(0)
         ncell = 1
-    table = np.empty(ncell, np.int64)
+    table = np.empty(ncell, np.int32)
     i = 0
     for c in range(ncell):
         while i < finite.shape[0] and (np.int64(np.uint64(np.float64(finite[i]).view(np.uint64))) >> shift) - key0 < c:

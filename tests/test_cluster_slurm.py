@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ def _slurm_up() -> str | None:
 needs_slurm = pytest.mark.skipif(_slurm_up() is not None, reason=str(_slurm_up()))
 
 
-def _jobs(name: str = "nc-test", states: str | None = None) -> list[str]:
+JOB_NAME = f"nc-test-{uuid.uuid4().hex[:8]}"  # this session's jobs only, even with other runs beside it
+
+
+def _jobs(name: str = JOB_NAME, states: str | None = None) -> list[str]:
     """This test's jobs in squeue (by default every job not finished: pending, running, completing)."""
     out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T", *(["-t", states] if states else [])],
                          capture_output=True, text=True, check=True)
@@ -46,7 +50,7 @@ def _jobs(name: str = "nc-test", states: str | None = None) -> list[str]:
 def _jobqueue(tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {"kind": "slurm", "cores": 1, "processes": 1, "memory": "2GiB", "walltime": "00:10:00",
             "interface": "lo", "log_directory": str(tmp_path / "slurm-logs"),
-            "job_extra_directives": ["--job-name=nc-test"], **extra}
+            "job_extra_directives": [f"--job-name={JOB_NAME}"], **extra}
 
 
 @pytest.mark.slurm

@@ -47,3 +47,16 @@ def test_memories_config_errors_name_the_field(tmp_path):
         prepare(_config(tmp_path, decay_rate="fast"))
     with pytest.raises(ConfigError, match="params.colour"):
         prepare(_config(tmp_path, colour=1))
+
+
+def test_memories_scaled_run_stays_near_exact_run(tmp_path):
+    (tmp_path / "exact").mkdir()
+    (tmp_path / "scaled").mkdir()
+    exact = run_config(_config(tmp_path / "exact", replica_url=None, payload_dim=0), client=None)
+    scaled = run_config(_config(tmp_path / "scaled", replica_url=None, payload_dim=0, scaled=True), client=None)
+    assert scaled["iteration"] == exact["iteration"] == 12 and scaled["commits"] == exact["commits"]
+    a = MemoryBank.open(str(tmp_path / "exact" / "bank.zarr")).read_all()
+    b = MemoryBank.open(str(tmp_path / "scaled" / "bank.zarr")).read_all()
+    np.testing.assert_array_equal(a["count"], b["count"])
+    ulps = np.abs(a["strength"].view(np.int32) - b["strength"].view(np.int32))
+    assert 0 < ulps.max() <= 12  # a different rounding of the same decays, at most one ulp per iteration

@@ -41,6 +41,8 @@ PARAMS = Section({
     "seed": Field(int, 0),
     "replica_url": Field(str, None, help="a second copy of every commit (path or s3://)"),
     "resume": Field(bool, False, help="finish the epoch of an existing bank instead of creating one"),
+    "scaled": Field(bool, False, help="lazily scaled strengths between commits (O(1) decay; one float32 rounding "
+                                      "of the decay product instead of one per iteration)"),
 })
 
 
@@ -83,7 +85,7 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
 
         bank.ingest_batches(_batches())
         report = bank.run_epoch(p["iterations"], source, decay_rate=p["decay_rate"], commit_every=p["commit_every"],
-                                k=p["k"], bins=p["bins"], progress=progress)
+                                k=p["k"], bins=p["bins"], progress=progress, scaled=p["scaled"])
     summary: dict[str, Any] = {"url": str(bank.replicas.primary.url), "memories": bank.n_memories,
                                "iteration": bank.iteration, "commit": bank.commit_name}
     if report is not None:

@@ -157,7 +157,7 @@ def test_status_page_task_stream_shows_running_workflow(tmp_path: Path, browser:
         assert json.loads(browser.evaluate(TASK_STREAM_JS) or "[]") == []  # nothing has run yet
         result: dict[str, Any] = {}
         runner = threading.Thread(target=lambda: result.update(
-            run_config(_demo_config(tmp_path, 3_000_000, 100_000), client=client)))
+            run_config(_demo_config(tmp_path, 4_000_000, 100_000), client=client)))
         runner.start()
         try:
             names: list[str] = []
@@ -217,5 +217,9 @@ def test_publish_rejects_values_the_page_cannot_show() -> None:
             dashboard.publish(client, "bad", object())
         dashboard.publish(client, "chunks_written", 12)
         assert client.get_metadata([dashboard.METADATA_KEY, "values", "chunks_written"]) == 12
+        # the dashboard listens on the loopback address only, unless the config says otherwise
+        bound = client.run_on_scheduler(
+            lambda dask_scheduler: [s.getsockname()[0] for s in dask_scheduler.http_server._sockets.values()])
+        assert bound and set(bound) == {"127.0.0.1"}
     finally:
         client.close()

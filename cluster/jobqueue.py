@@ -30,6 +30,9 @@ def _make(jq: JobqueueConfig, cfg: ClusterConfig, security: Any = None) -> Any:
     if security is not None:
         kwargs["security"] = security
         kwargs["protocol"] = "tls://"
+        if jq.log_directory is not None:
+            # a temporary certificate reaches the jobs as files (mode 0600) in a directory they share
+            kwargs["shared_temp_directory"] = jq.log_directory
     return cls(**kwargs)
 
 

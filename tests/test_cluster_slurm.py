@@ -136,3 +136,28 @@ def test_print_job_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                  "#SBATCH -t 02:30:00", "#SBATCH --gres=gpu:1"):
         assert line in script, (line, script)
     assert "distributed.cli.dask_worker" in script and "--nthreads 8" in script and "--interface lo" in script
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_slurm_workers_over_tls(tmp_path: Path) -> None:
+    (tmp_path / "slurm-logs").mkdir()
+    client = connect({"dashboard_address": "127.0.0.1:0", "tls": {"temporary": True},
+                      "jobqueue": _jobqueue(tmp_path, min_jobs=1, max_jobs=1)}, quiet=True)
+    try:
+        script = client._owned_cluster.job_script()
+        assert "--protocol tls://" in script and "--tls-key " in script
+        assert "PRIVATE KEY" not in script  # the key travels as a file, never inside the script
+        key_files = list((tmp_path / "slurm-logs").glob(".dask-jobqueue.worker.key.*"))
+        assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
+        client.wait_for_workers(1, timeout=60)
+        assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+        assert client.submit(sum, range(10)).result() == 45
+        with pytest.raises(ConnectionError, match="cluster.tls"):
+            connect({"address": client.scheduler.address, "timeout": 2}, quiet=True)
+    finally:
+        client.close()
+    deadline = time.monotonic() + 15
+    while _jobs() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _jobs() == []

@@ -35,12 +35,12 @@ import html
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tornado import web
 
-__all__ = ["publish", "publish_simulation", "install", "page_url", "snapshot", "routes",
+__all__ = ["publish", "publish_simulation", "simulation_publisher", "install", "page_url", "snapshot", "routes",
            "METADATA_KEY", "PAGE_PATH"]
 
 METADATA_KEY = "neurochunk"
@@ -77,6 +77,31 @@ def publish_simulation(client: Any, *, steps_done: int, n_steps: int,
     if dt_ms is not None:
         value["dt_ms"] = float(dt_ms)
     publish(client, "simulation", value)
+
+
+def simulation_publisher(client: Any, n_steps: int, rates: Callable[[Any, Any], Mapping[str, float]] | None = None,
+                         *, dt_ms: float | None = None, then: Callable[[Any, Any], None] | None = None
+                         ) -> Callable[[Any, Any], None]:
+    """An ``on_batch`` callback for :class:`neurochunk.pipeline.Runner` that publishes each batch.
+
+    Parameters
+    ----------
+    client
+        The run's client.
+    n_steps
+        The steps the whole run will take (the page's 100 %).
+    rates
+        ``rates(report, state) -> {population: Hz}``, e.g. from the batch's recorded outputs.
+    then
+        Another ``on_batch`` callback to call afterwards (a recorder).
+    """
+    def on_batch(report: Any, state: Any) -> None:
+        publish_simulation(client, steps_done=report.first_step + report.n_steps, n_steps=n_steps,
+                           rates_hz=rates(report, state) if rates is not None else None, dt_ms=dt_ms)
+        if then is not None:
+            then(report, state)
+
+    return on_batch
 
 
 def page_url(client: Any) -> str:

@@ -223,3 +223,21 @@ def test_publish_rejects_values_the_page_cannot_show() -> None:
         assert bound and set(bound) == {"127.0.0.1"}
     finally:
         client.close()
+
+
+def test_simulation_publisher_reports_runner_batches() -> None:
+    from neurochunk.pipeline.runner import BatchReport
+
+    client = connect({"n_workers": 1, "processes": False, "dashboard_address": "127.0.0.1:0"}, quiet=True)
+    try:
+        seen = []
+        on_batch = dashboard.simulation_publisher(
+            client, 1000, rates=lambda report, state: {"E": report.outputs["spikes"] / 0.05},
+            dt_ms=0.1, then=lambda report, state: seen.append(report.first_step))
+        on_batch(BatchReport(first_step=0, n_steps=500, build_s=0.0, compute_s=0.1, outputs={"spikes": 2}), None)
+        on_batch(BatchReport(first_step=500, n_steps=250, build_s=0.0, compute_s=0.1, outputs={"spikes": 3}), None)
+        sim = client.get_metadata([dashboard.METADATA_KEY, "values", "simulation"])
+        assert sim == {"steps_done": 750, "n_steps": 1000, "rates_hz": {"E": 60.0}, "dt_ms": 0.1}
+        assert seen == [0, 500]
+    finally:
+        client.close()

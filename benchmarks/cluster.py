@@ -57,7 +57,7 @@ def dask_setup(scheduler):
 def _slurm_ready() -> bool:
     if shutil.which("sbatch") is None:
         return False
-    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
     return out.returncode == 0 and "idle" in out.stdout.split()
 
 
@@ -76,7 +76,7 @@ def _startup_once(cluster: dict, work: Path) -> tuple[float, float]:
            "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": json.dumps([str(preload)])}
     t0 = time.time()
     run = subprocess.run([sys.executable, "-m", "neurochunk.workflows.cli", "run", str(path)],
-                         capture_output=True, text=True, env=env, cwd=work, timeout=300)
+                         capture_output=True, text=True, env=env, cwd=work, timeout=300, check=False)
     total = time.time() - t0
     if run.returncode != 0:
         raise RuntimeError(f"neurochunk run failed:\n{run.stderr[-3000:]}")
@@ -93,7 +93,7 @@ def startup(repeats: int, gpu: bool) -> None:
         print("# no Slurm node up: the Slurm row is left out (bash .ci/setup-slurm.sh)", file=sys.stderr)
     if gpu:
         scenarios.append(("LocalCUDACluster", {"gpu": True}))
-    print(f"| cluster | runs | first task after launch, median (s) | min (s) | whole demo run, median (s) |")
+    print("| cluster | runs | first task after launch, median (s) | min (s) | whole demo run, median (s) |")
     print("|---|---|---|---|---|")
     for label, cluster in scenarios:
         firsts, totals = [], []
@@ -132,7 +132,7 @@ def overhead(repeats: int, n_chunks: int) -> None:
                     url = str(work / "state.zarr")
                     x = da.random.default_rng(0).random(n, chunks=chunk, dtype=np.float32)
 
-                    def nc_write() -> object:
+                    def nc_write(url: str = url, tiers: TierConfig = tiers, x: da.Array = x) -> object:
                         ds = Dataset.create(url, "neuron_state", attrs={"model": "lif", "units": {"v": "mV"}},
                                             overwrite=True, tiers=tiers)
                         return write_array(x, ds, "v", dims=("neuron",), compute=False)
@@ -144,9 +144,9 @@ def overhead(repeats: int, n_chunks: int) -> None:
                     plain_arr = zarr.open_array(f"{url}/v", mode="r")
                     graphs = {
                         "plain dask: ones().sum() (scheduling only)": lambda: da.ones(n, chunks=chunk).sum(),
-                        "plain dask: from_zarr(...).sum()": lambda: da.from_zarr(plain_arr).sum(),
-                        "neurochunk: read_array(tiered).sum()": lambda: read_array(ds, "v").sum(),
-                        "plain dask: random -> to_zarr": lambda: da.to_zarr(
+                        "plain dask: from_zarr(...).sum()": lambda a=plain_arr: da.from_zarr(a).sum(),
+                        "neurochunk: read_array(tiered).sum()": lambda ds=ds: read_array(ds, "v").sum(),
+                        "plain dask: random -> to_zarr": lambda x=x: da.to_zarr(
                             x, str(work / "plain.zarr"), overwrite=True, compute=False),
                         "neurochunk: random -> write_array": nc_write,
                     }

@@ -9,7 +9,7 @@ from distributed import Client
 
 from .config import ClusterConfig
 
-__all__ = ["connect", "OwnedClient", "ClusterUnreachableError"]
+__all__ = ["ClusterUnreachableError", "OwnedClient", "connect"]
 
 
 class ClusterUnreachableError(ConnectionError):

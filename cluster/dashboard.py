@@ -40,8 +40,8 @@ from typing import Any
 
 from tornado import web
 
-__all__ = ["publish", "publish_simulation", "simulation_publisher", "install", "page_url", "snapshot", "routes",
-           "METADATA_KEY", "PAGE_PATH"]
+__all__ = ["METADATA_KEY", "PAGE_PATH", "install", "page_url", "publish", "publish_simulation", "routes",
+           "simulation_publisher", "snapshot"]
 
 METADATA_KEY = "neurochunk"
 PAGE_PATH = "neurochunk"
@@ -118,7 +118,7 @@ def install(client: Any) -> bool:
     """
     try:
         return bool(client.run_on_scheduler(_install_on_scheduler))
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever the reason, the scheduler has no page
         return False
 
 
@@ -159,7 +159,7 @@ async def _gather_tiers(scheduler: Any) -> tuple[dict[str, dict[str, float]], in
                "wait": True}
         try:
             replies = await asyncio.wait_for(scheduler.broadcast(msg=msg, on_error="ignore"), _TIER_TIMEOUT_S)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             replies = {}
         for reply in replies.values():
             if isinstance(reply, dict) and reply.get("status") == "OK":

@@ -6,7 +6,7 @@ from typing import Any
 
 from .config import ClusterConfig, JobqueueConfig
 
-__all__ = ["jobqueue_cluster", "job_script"]
+__all__ = ["job_script", "jobqueue_cluster"]
 
 _CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
 

@@ -9,7 +9,7 @@ import psutil
 
 from .config import ClusterConfig
 
-__all__ = ["machine_size", "local_cluster"]
+__all__ = ["local_cluster", "machine_size"]
 
 
 def machine_size(config: ClusterConfig) -> tuple[int, int, int | str]:

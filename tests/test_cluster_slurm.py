@@ -26,7 +26,7 @@ def _slurm_up() -> str | None:
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:
         return "no Slurm on this machine (bash .ci/setup-slurm.sh starts a local one as root)"
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"sinfo failed: {exc}"
     if out.returncode != 0 or not {"idle", "mixed", "allocated"} & set(out.stdout.split()):

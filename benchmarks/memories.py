@@ -11,6 +11,7 @@ Scenarios (``--scenario``):
 ``ondisk``     a bank larger than the workers' memory limit, streamed (``resident=False``):
                ingest rate, iteration throughput and the workers' peak memory.
 ``gpu``        cupy twins at 10M and 100M memories against the bandwidth floor (device only).
+``gpu-scaled`` the lazily scaled iteration as a CUDA graph, beside the round-1 GPU rows (device only).
 
 Example: ``python benchmarks/memories.py --scenario iteration --n 1000000``
 """
@@ -281,7 +282,7 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", choices=("iteration", "recovery", "ondisk", "gpu"), default="iteration")
+    ap.add_argument("--scenario", choices=("iteration", "recovery", "ondisk", "gpu", "gpu-scaled"), default="iteration")
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--partition-size", type=int, default=2_000_000)
@@ -290,6 +291,11 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the on-disk bank goes (kept)")
     ap.add_argument("--sizes", default="10000000,100000000", help="GPU sizes")
     args = ap.parse_args()
+    if args.scenario == "gpu-scaled":
+        from neurochunk.kernels.memory_scaled_gpu import benchmark as scaled_benchmark
+
+        scaled_benchmark([int(x) for x in args.sizes.split(",")], iterations=args.iterations)
+        return
     if args.scenario == "gpu":
         from neurochunk.kernels.memory_gpu import benchmark
 

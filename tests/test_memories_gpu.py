@@ -68,3 +68,31 @@ def test_top_k_twin(rng):
     s[rng.integers(0, len(s), 500)] = 0.9995  # ties inside the top-k rank by id
     ids = rng.permutation(len(s)).astype(np.uint64)
     np.testing.assert_array_equal(cp.asnumpy(G.top_k(cp.asarray(s), cp.asarray(ids), 300)), K.top_k(s, ids, 300))
+
+
+@pytest.mark.parametrize(("bins", "window"), [(16, 16), (64, 128)])
+def test_scaled_gpu_twin(rng, bins, window):
+    from neurochunk.kernels.memory_scaled import ScaledPartition
+    from neurochunk.kernels.memory_scaled_gpu import ScaledPartitionGPU
+
+    n, k, iters = 200_000, 20, 40
+    ids = np.sort(K.keyed_ids(2, n))
+    s = rng.random(n).astype(np.float32)
+    seed = int(rng.integers(1 << 30))
+    src = mb.KeyedSource(seed, 2, n + 500, 3000, 0.4, -0.2)  # repeats, unknown ids, negative deltas
+    count, last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    cpu = ScaledPartition(ids, s, count, last, k, bins, window=window)
+    want = cpu.run(0, iters, 0.02, src)
+    gpu = ScaledPartitionGPU(cp.asarray(ids), cp.asarray(s), k, bins, window=window)
+    got = gpu.run(0, iters, 0.02, seed, 2, n + 500, 3000, 0.4, -0.2)
+    assert got["invalid"] == 0
+    np.testing.assert_array_equal(cp.asnumpy(gpu.base) * gpu.scale, cpu.base * cpu.scale)
+    np.testing.assert_array_equal(cp.asnumpy(gpu.strength()), cpu.strength())
+    np.testing.assert_array_equal(cp.asnumpy(gpu.count), count)
+    np.testing.assert_array_equal(cp.asnumpy(gpu.last_step), last)
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+    np.testing.assert_array_equal(got["top_i"], want["top_i"])
+    np.testing.assert_array_equal(got["top_s"], want["top_s"].astype(np.float32))
+    np.testing.assert_array_equal(got["maxima"], want["maxima"])
+    assert np.abs(got["sums"] - want["sums"]).max() <= n * 2.0**-25
+    assert gpu.graph is not None, gpu.graph_error

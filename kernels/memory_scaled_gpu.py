@@ -1,0 +1,430 @@
+"""cupy twin of :mod:`neurochunk.kernels.memory_scaled`: lazily scaled iterations on the GPU, as a CUDA graph.
+
+Same representation and results as the CPU :class:`~neurochunk.kernels.memory_scaled.ScaledPartition`
+(bit-equal bases, counts, last steps, histograms, maxima and top-k; sums to
+``n * 2**-25``), for the keyed reinforcement stream generated on the device.
+One iteration is five kernels (draws, lookup + per-memory list of draws,
+ordered aggregation + update + bucket move + top-k entrants, unlink, and a
+one-block kernel for the histogram and the top-k merge). Per-iteration
+parameters (scale, step, threshold ranks) are read from device tables through
+a device iteration counter, so the iteration is captured once as a CUDA graph
+and replayed with no host synchronisation; the host steps in once per window
+(thresholds, re-bucketing, reading back the window's statistics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+
+from . import memory as K
+from .memory_scaled import _RENORM, _full_top, _window
+
+try:
+    import cupy as cp
+except ImportError:  # pragma: no cover - CPU-only installs
+    cp = None
+
+__all__ = ["ScaledPartitionGPU", "benchmark"]
+
+_SRC = r"""
+#define GOLDEN 0x9E3779B97F4A7C15ull
+typedef unsigned long long u64;
+extern "C" {
+__device__ __forceinline__ u64 mix(u64 z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+__device__ __forceinline__ float vis(double b, double g) { return __double2float_rn(__dmul_rn(b, g)); }
+__device__ __forceinline__ long long find(const u64* ids, long long n, u64 q) {
+    long long lo = 0, hi = n;
+    while (lo < hi) { long long mid = (lo + hi) >> 1; if (ids[mid] < q) lo = mid + 1; else hi = mid; }
+    return (lo < n && ids[lo] == q) ? lo : -1;
+}
+__device__ __forceinline__ int bucket(double b, const double* bnd, int nb) {  // boundaries <= b
+    int lo = 0, hi = nb;
+    while (lo < hi) { int mid = (lo + hi) >> 1; if (bnd[mid] <= b) lo = mid + 1; else hi = mid; }
+    return lo;
+}
+// ctl[0]: iteration inside the window, ctl[1]: boundaries in this window
+__global__ void rebucket(const double* base, long long n, const double* bnd, const int* ctl, int* bk,
+                         unsigned long long* cnt) {
+    long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    int q = bucket(base[p], bnd, ctl[1]);
+    bk[p] = q;
+    atomicAdd(&cnt[q], 1ull);
+}
+__global__ void draws(u64 seedmix, const long long* steps, const int* ctl, u64 n_pool, u64 id_off, int m,
+                      double lo, double span, u64* rids, float* rdeltas) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= m) return;
+    u64 base = mix(seedmix + (u64)steps[ctl[0]]);
+    u64 c1 = mix(base + (u64)r * GOLDEN);
+    u64 c2 = mix(base + (u64)(r + m) * GOLDEN);
+    u64 id = mix((c1 % n_pool) + id_off + GOLDEN);
+    rids[r] = id == 0xFFFFFFFFFFFFFFFFull ? 0ull : id;
+    double u = (double)(c2 >> 11) * 1.1102230246251565e-16;
+    rdeltas[r] = __double2float_rn(__dadd_rn(lo, __dmul_rn(span, u)));
+}
+__global__ void link(const u64* rids, int m, const u64* ids, long long n, long long* pos, int* nxt, int* head) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= m) return;
+    long long p = find(ids, n, rids[r]);
+    pos[r] = p;
+    if (p >= 0) nxt[r] = atomicExch(&head[p], r);
+}
+__global__ void apply(const float* rdeltas, int m, const long long* pos, const int* nxt, const int* head,
+                      const double* gs, const long long* steps, const int* ctl, double* base, unsigned int* count,
+                      long long* last, int* bk, unsigned long long* cnt, const double* bnd, double* total,
+                      const unsigned char* incand, const double* floorb, int* ent, int* nent, int cap,
+                      unsigned long long* outside_bits) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= m) return;
+    long long p = pos[r];
+    if (p < 0) return;
+    int L = 0, mn = 0x7fffffff;
+    for (int c = head[p]; c >= 0; c = nxt[c]) { L++; if (c < mn) mn = c; }
+    if (r != mn) return;  // the first draw of a memory sums all of its draws, in arrival order
+    double acc = 0.0;
+    int cur = r;
+    for (int i = 0; i < L; i++) {
+        acc = __dadd_rn(acc, (double)rdeltas[cur]);
+        int best = 0x7fffffff;
+        for (int c = head[p]; c >= 0; c = nxt[c]) if (c > cur && c < best) best = c;
+        cur = best;
+    }
+    int it = ctl[0];
+    double g = gs[it];
+    double b0 = base[p];
+    float v = __double2float_rn(fmin(fmax(__dadd_rn((double)vis(b0, g), acc), 0.0), 1.0));
+    double b1 = __ddiv_rn((double)v, g);
+    base[p] = b1;
+    count[p] += (unsigned int)L;
+    last[p] = steps[it];
+    int q = bucket(b1, bnd, ctl[1]);
+    int q0 = bk[p];
+    if (q != q0) { atomicAdd(&cnt[q0], 0xFFFFFFFFFFFFFFFFull); atomicAdd(&cnt[q], 1ull); bk[p] = q; }
+    atomicAdd(total, __dsub_rn(b1, b0));
+    if (!incand[p]) {
+        int e = b1 >= floorb[0] ? atomicAdd(nent, 1) : cap;
+        if (e < cap) ent[e] = (int)p;
+        else atomicMax(outside_bits, (unsigned long long)__double_as_longlong(b1));  // stays a bound on the rest
+    }
+}
+__global__ void unlink(int m, const long long* pos, int* head) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= m) return;
+    long long p = pos[r];
+    if (p >= 0) head[p] = -1;
+}
+__device__ __forceinline__ bool better(const float* kv, const u64* kid, int a, int b) {
+    return kv[a] > kv[b] || (kv[a] == kv[b] && kid[a] < kid[b]);
+}
+// one block: histogram from bucket counts, top-k merge (bitonic sort of candidates + entrants), statistics
+__global__ void finish(const unsigned long long* cnt, const long long* rank, int nbins, long long n,
+                       const double* gs, int* ctl, const double* total, const double* base, const u64* ids,
+                       int* cand, int S, const int* ent, int* nent, int cap, int P, unsigned char* incand,
+                       double* floorb, unsigned long long* outside_bits, int k, long long* hist_out,
+                       double* sums_out, float* top_s_out, u64* top_i_out, int* invalid) {
+    extern __shared__ unsigned char smem[];
+    float* kv = (float*)smem;
+    u64* kid = (u64*)(smem + 4 * (size_t)P);
+    int* kp = (int*)(smem + 12 * (size_t)P);
+    __shared__ unsigned int chunk[1024];  // counts < 2**32 (checked on the host)
+    __shared__ unsigned int ge[1025];
+    __shared__ unsigned long long kept_min;
+    int tid = threadIdx.x, nt = blockDim.x;
+    int it = ctl[0];
+    int ncnt = ctl[1] + 1;
+    double g = gs[it];
+    int per = (ncnt + nt - 1) / nt;
+    unsigned int s = 0;
+    for (int q = tid * per; q < min(ncnt, (tid + 1) * per); q++) s += (unsigned int)cnt[q];
+    chunk[tid] = s;
+    if (tid == 0) kept_min = 0xFFFFFFFFFFFFFFFFull;
+    __syncthreads();
+    if (tid == 0) {  // chunk[c] <- sum of the chunks after c
+        unsigned int a = 0;
+        for (int c = nt - 1; c >= 0; c--) { unsigned int x = chunk[c]; chunk[c] = a; a += x; }
+    }
+    __syncthreads();
+    if (tid < nbins - 1) {
+        long long r1 = rank[(long long)it * (nbins - 1) + tid] + 1;  // b >= bnd[r] <=> bucket >= r + 1
+        long long c = r1 / per;
+        unsigned int v = c < nt ? chunk[c] : 0u;
+        for (long long q = r1; q < min((long long)ncnt, (c + 1) * per); q++) v += (unsigned int)cnt[q];
+        ge[tid + 1] = v;
+    }
+    if (tid == 0) { ge[0] = (unsigned int)n; ge[nbins] = 0u; }
+    int ne = min(nent[0], cap);
+    for (int i = tid; i < P; i += nt) {
+        int p = i < S ? cand[i] : (i - S < ne ? ent[i - S] : -1);
+        kp[i] = p;
+        kv[i] = p >= 0 ? vis(base[p], g) : -1.0f;
+        kid[i] = p >= 0 ? ids[p] : 0xFFFFFFFFFFFFFFFFull;
+    }
+    __syncthreads();
+    if (tid < nbins) hist_out[(long long)it * nbins + tid] = (long long)(ge[tid] - ge[tid + 1]);
+    for (int size = 2; size <= P; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < P; i += nt) {
+                int j = i ^ stride;
+                if (j > i) {
+                    bool sw = (i & size) == 0 ? better(kv, kid, j, i) : better(kv, kid, i, j);
+                    if (sw) {
+                        float tv = kv[i]; kv[i] = kv[j]; kv[j] = tv;
+                        u64 ti = kid[i]; kid[i] = kid[j]; kid[j] = ti;
+                        int tp = kp[i]; kp[i] = kp[j]; kp[j] = tp;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = tid; i < P; i += nt) {
+        int p = kp[i];
+        if (p < 0) continue;
+        unsigned long long bits = (unsigned long long)__double_as_longlong(base[p]);
+        if (i < S) { cand[i] = p; incand[p] = 1; atomicMin(&kept_min, bits); }
+        else { incand[p] = 0; atomicMax(outside_bits, bits); }
+    }
+    for (int i = tid; i < k; i += nt) {
+        top_s_out[(long long)it * k + i] = kv[i];
+        top_i_out[(long long)it * k + i] = kid[i];
+    }
+    __syncthreads();
+    if (tid == 0) {
+        double out = __longlong_as_double((long long)atomicAdd(outside_bits, 0ull));
+        if (nent[0] > cap || !(vis(out, g) < kv[k - 1])) atomicAdd(invalid, 1);
+        floorb[0] = __longlong_as_double((long long)kept_min);
+        sums_out[it] = __dmul_rn(g, total[0]);
+        nent[0] = 0;
+        ctl[0] = it + 1;
+    }
+}
+}
+"""
+
+_MODULE: Any = None
+
+
+def _kernel(name: str) -> Any:
+    global _MODULE
+    if _MODULE is None:
+        _MODULE = cp.RawModule(code=_SRC, options=("--std=c++14",))
+    return _MODULE.get_function(name)
+
+
+class ScaledPartitionGPU:
+    """One partition in the lazily scaled representation on the GPU (keyed reinforcement stream).
+
+    ``slack + k`` candidates plus ``cap`` entrants per iteration must be a power of two;
+    an iteration whose entrants overflow ``cap`` or whose candidates cannot be shown
+    exact is counted in ``invalid`` (its top-k is then not guaranteed).
+    """
+
+    def __init__(self, ids: Any, strength: Any, k: int, bins: int, window: int = 128, size: int = 512,
+                 cap: int = 1536) -> None:
+        n = int(ids.shape[0])
+        if n <= size or n >= 2**31 or k > size or (size + cap) & (size + cap - 1) or bins > 1024:
+            raise ValueError(f"need n > size >= k, size + cap a power of two, bins <= 1024 (n={n}, size={size}, "
+                             f"cap={cap}, k={k}, bins={bins})")
+        self.n, self.k, self.bins, self.window, self.size, self.cap = n, k, bins, window, size, cap
+        self.ids = ids
+        self.base = strength.astype(cp.float64)
+        self.count = cp.zeros(n, cp.uint32)
+        self.last_step = cp.zeros(n, cp.int64)
+        self.scale = 1.0
+        self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
+        self.bk = cp.zeros(n, cp.int32)
+        self.head = cp.full(n, -1, cp.int32)
+        self.incand = cp.zeros(n, cp.uint8)
+        nb_max = window * (bins - 1)
+        self.bnd = cp.zeros(max(nb_max, 1), cp.float64)
+        self.cnt = cp.zeros(nb_max + 1, cp.uint64)
+        self.rank = cp.zeros((window, max(bins - 1, 1)), cp.int64)
+        self.gs = cp.zeros(window, cp.float64)
+        self.steps = cp.zeros(window, cp.int64)
+        self.ctl = cp.zeros(2, cp.int32)
+        self.total = cp.zeros(1, cp.float64)
+        self.cand = cp.zeros(size, cp.int32)
+        self.ent = cp.zeros(cap, cp.int32)
+        self.nent = cp.zeros(1, cp.int32)
+        self.floorb = cp.zeros(1, cp.float64)
+        self.outside = cp.zeros(1, cp.uint64)
+        self.invalid = cp.zeros(1, cp.int32)
+        self.hist_out = cp.zeros((window, bins), cp.int64)
+        self.sums_out = cp.zeros(window, cp.float64)
+        self.top_s_out = cp.zeros((window, k), cp.float32)
+        self.top_i_out = cp.zeros((window, k), cp.uint64)
+        self.graph: Any = None
+        self.graph_error = ""
+        self.m = -1
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.iter_ms: list[float] = []  # CUDA-event time of each iteration (graph replay)
+        self.setup_s: list[float] = []  # host wall time of each window's set-up (thresholds, re-bucketing)
+
+    def strength(self) -> Any:
+        """The visible float32 strengths (cupy)."""
+        return (self.base * self.scale).astype(cp.float32)
+
+    def _top_from_host(self) -> None:
+        base = cp.asnumpy(self.base)
+        inc = np.zeros(self.n, np.bool_)
+        cand, outside = _full_top(base, cp.asnumpy(self.ids), self.scale, self.size, inc)
+        self.cand[:] = cp.asarray(cand.astype(np.int32))
+        self.incand[:] = cp.asarray(inc.astype(np.uint8))
+        self.outside[:] = np.array([outside], np.float64).view(np.uint64)[0]
+        self.floorb[:] = base[cand].min()
+
+    def _iteration(self) -> None:
+        m, n = self.m, self.n
+        blocks = ((max(m, 1) + 255) // 256,)
+        _kernel("draws")(blocks, (256,), (self.seedmix, self.steps, self.ctl, np.uint64(self.n_pool),
+                                          self.id_off, np.int32(m), np.float64(self.lo), np.float64(self.span),
+                                          self.rids, self.rdeltas))
+        _kernel("link")(blocks, (256,), (self.rids, np.int32(m), self.ids, np.int64(n), self.pos, self.nxt,
+                                         self.head))
+        _kernel("apply")(blocks, (256,), (self.rdeltas, np.int32(m), self.pos, self.nxt, self.head, self.gs,
+                                          self.steps, self.ctl, self.base, self.count, self.last_step, self.bk,
+                                          self.cnt, self.bnd, self.total, self.incand, self.floorb, self.ent,
+                                          self.nent, np.int32(self.cap), self.outside))
+        _kernel("unlink")(blocks, (256,), (np.int32(m), self.pos, self.head))
+        P = self.size + self.cap
+        _kernel("finish")((1,), (1024,), (self.cnt, self.rank, np.int32(self.bins), np.int64(n), self.gs, self.ctl,
+                                          self.total, self.base, self.ids, self.cand, np.int32(self.size), self.ent,
+                                          self.nent, np.int32(self.cap), np.int32(P), self.incand, self.floorb,
+                                          self.outside, np.int32(self.k), self.hist_out, self.sums_out,
+                                          self.top_s_out, self.top_i_out, self.invalid),
+                          shared_mem=16 * P)
+
+    def _setup_stream(self, seed: int, id_seed: int, n_pool: int, n_draws: int, max_delta: float,
+                      min_delta: float) -> None:
+        with np.errstate(over="ignore"):
+            self.seedmix = np.uint64(K._mix(np.uint64(seed)))
+        self.id_off = K._offset(id_seed)
+        self.n_pool, self.lo, self.span = n_pool, float(min_delta), float(max_delta - min_delta)
+        if n_draws != self.m:
+            self.m = n_draws
+            self.rids = cp.zeros(max(n_draws, 1), cp.uint64)
+            self.rdeltas = cp.zeros(max(n_draws, 1), cp.float32)
+            self.pos = cp.zeros(max(n_draws, 1), cp.int64)
+            self.nxt = cp.zeros(max(n_draws, 1), cp.int32)
+            self.graph = None
+
+    def run(self, t0: int, n_it: int, rate: float, seed: int, id_seed: int, n_pool: int, n_draws: int,
+            max_delta: float, min_delta: float = 0.0, use_graph: bool = True) -> dict[str, Any]:
+        """Iterations t0 .. t0+n_it-1 with the reinforcement of ``KeyedSource(seed, id_seed, n_pool, n_draws,
+        max_delta, min_delta)``; per-iteration statistics on the host, like the CPU twin."""
+        f = float(np.float32(1.0 - min(max(rate, 0.0), 1.0)))
+        if f == 0.0:
+            raise ValueError("decay_rate 1 is not supported by the GPU twin")
+        self._setup_stream(seed, id_seed, n_pool, n_draws, max_delta, min_delta)
+        k, bins = self.k, self.bins
+        out = {"sums": np.zeros(n_it), "maxima": np.zeros(n_it), "top_s": np.zeros((n_it, k), np.float32),
+               "top_i": np.zeros((n_it, k), np.uint64), "hist": np.zeros(bins, np.int64)}
+        with self.stream:
+            self.total[:] = self.base.sum()
+            self._top_from_host()
+            i = 0
+            while i < n_it:
+                w = min(self.window, n_it - i)
+                if self.scale * f**w < _RENORM:
+                    self.base *= _RENORM
+                    self.scale /= _RENORM
+                    self.total[:] = self.base.sum()
+                    self.floorb *= _RENORM
+                    o = float(cp.asnumpy(self.outside).view(np.float64)[0]) * _RENORM
+                    self.outside[:] = np.array([o], np.float64).view(np.uint64)[0]
+                t_setup = time.perf_counter()
+                gs = np.empty(w)
+                g = self.scale
+                for j in range(w):
+                    g = g * f
+                    gs[j] = g
+                bnd, rank, *_ = _window(np.empty(0), self.scale, np.full(w, f), self.edges, 1 << 17,
+                                        np.empty(0, np.int32))
+                self.bnd[: len(bnd)] = cp.asarray(bnd)
+                self.rank[:w] = cp.asarray(rank)
+                self.gs[:w] = cp.asarray(gs)
+                self.steps[:w] = cp.asarray(np.arange(t0 + i, t0 + i + w, dtype=np.int64))
+                self.ctl[:] = cp.asarray(np.array([0, len(bnd)], np.int32))
+                self.cnt[:] = 0
+                _kernel("rebucket")(((self.n + 255) // 256,), (256,),
+                                    (self.base, np.int64(self.n), self.bnd, self.ctl, self.bk, self.cnt))
+                if use_graph and self.graph is None and not self.graph_error:
+                    for name in ("draws", "link", "apply", "unlink", "finish"):
+                        _kernel(name)  # load every function before capturing
+                    try:
+                        self.stream.begin_capture()
+                        self._iteration()
+                        self.graph = self.stream.end_capture()
+                    except Exception as exc:  # noqa: BLE001 - fall back to plain launches, and say so
+                        self.graph_error = f"{type(exc).__name__}: {exc}"
+                        with contextlib.suppress(Exception):
+                            self.stream.end_capture()
+                        self.ctl[:] = cp.asarray(np.array([0, len(bnd)], np.int32))
+                self.stream.synchronize()
+                self.setup_s.append(time.perf_counter() - t_setup)
+                events = [cp.cuda.Event() for _ in range(w + 1)]
+                events[0].record(self.stream)
+                for j in range(w):
+                    if use_graph and self.graph is not None:
+                        self.graph.launch(self.stream)
+                    else:
+                        self._iteration()
+                    events[j + 1].record(self.stream)
+                events[w].synchronize()
+                self.iter_ms += [cp.cuda.get_elapsed_time(events[j], events[j + 1]) for j in range(w)]
+                self.scale = float(gs[-1])
+                out["sums"][i : i + w] = cp.asnumpy(self.sums_out[:w])
+                out["top_s"][i : i + w] = cp.asnumpy(self.top_s_out[:w])
+                out["top_i"][i : i + w] = cp.asnumpy(self.top_i_out[:w])
+                out["maxima"][i : i + w] = out["top_s"][i : i + w, 0]
+                out["hist"] = cp.asnumpy(self.hist_out[w - 1])
+                i += w
+        out["invalid"] = int(self.invalid[0])
+        return out
+
+
+def benchmark(sizes: list[int], iterations: int = 256, k: int = 100, bins: int = 64) -> None:
+    """Per-iteration GPU time of the lazily scaled iteration (CUDA graph replays, CUDA events, median), with
+    the round-1 rows (plain cupy, exact ``memory_gpu.block``) of the same run beside it."""
+    from .memory_gpu import _bench_size, _copy_bandwidth
+
+    dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    print(f"# GPU: {dev}, {time.strftime('%Y-%m-%d %H:%M')}; 1% reinforced per iteration, {bins}-bin quality, "
+          f"top-{k}\n")
+    print("round 1 (exact path), same run:\n")
+    print("| memories | copy GB/s | decay floor us | decay+stats us | plain cupy iter us | neurochunk iter us | "
+          "neurochunk / floor | top-k rebuilds |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        print(_bench_size(n, 50, k, bins), flush=True)
+        cp.get_default_memory_pool().free_all_blocks()
+    print("\nlazily scaled, one iteration = one CUDA graph replay:\n")
+    print("| memories | decay floor us | median iter us | mean iter us | p90 iter us | median / floor | "
+          "window set-up ms (per 128 it.) | amortised iter us | invalid | graph |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for n in sizes:
+        ids = cp.sort(cp.asarray(K.keyed_ids(0, n)))
+        s0 = cp.asarray(np.random.default_rng(0).random(n, dtype=np.float32))
+        floor_us = 8 * n / (_copy_bandwidth() * 1e9) * 1e6
+        part = ScaledPartitionGPU(ids, s0, k, bins)
+        part.run(0, 8, 0.01, 1, 0, n, n // 100, 0.2)  # compile, capture, warm up
+        part.iter_ms.clear()
+        part.setup_s.clear()
+        got = part.run(8, iterations, 0.01, 1, 0, n, n // 100, 0.2)
+        it = 1e3 * np.array(part.iter_ms)
+        setup_ms = 1e3 * float(np.mean(part.setup_s))
+        amort = it.mean() + 1e3 * setup_ms / part.window
+        print(f"| {n:,} | {floor_us:.1f} | {np.median(it):.1f} | {it.mean():.1f} | {np.percentile(it, 90):.1f} | "
+              f"{np.median(it) / floor_us:.2f}x | {setup_ms:.2f} | {amort:.1f} | {got['invalid']} | "
+              f"{'yes' if part.graph is not None else 'no: ' + part.graph_error} |", flush=True)
+        del part, ids, s0
+        cp.get_default_memory_pool().free_all_blocks()

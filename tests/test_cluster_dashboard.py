@@ -173,6 +173,8 @@ def test_status_page_task_stream_shows_running_workflow(tmp_path: Path, browser:
         assert result["reread_equal"] is True and result["origin_reads"]["second"] == 0
         browser.screenshot(tmp_path / "status.png")
         assert (tmp_path / "status.png").stat().st_size > 10_000
+        if os.environ.get("NEUROCHUNK_KEEP_SCREENSHOT"):
+            shutil.copy(tmp_path / "status.png", DOCS / "dashboard-status-task-stream.png")
     finally:
         client.close()
 

@@ -191,14 +191,9 @@ def stream(args: argparse.Namespace) -> None:
           f"{n * 1250 * 30 / 2**30:.0f} GiB)")
 
 
-def gpu(args: argparse.Namespace) -> None:
+def _bandwidth() -> float:
     import cupy as cp
 
-    from neurochunk.kernels.network_gpu import run_window_gpu
-    from neurochunk.kernels.rng import STREAM_INIT, uniform_array
-    from neurochunk.pipeline.network import brunel_network
-
-    props = cp.cuda.runtime.getDeviceProperties(0)
     x = cp.empty(2**29, cp.float32)
     y = cp.empty_like(x)
     cp.copyto(y, x)
@@ -210,41 +205,104 @@ def gpu(args: argparse.Namespace) -> None:
         e1.record()
         e1.synchronize()
         times.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
-    bandwidth = 2 * x.nbytes / float(np.median(times))
     del x, y
-    print(f"GPU {props['name'].decode()}: measured copy bandwidth {bandwidth / 1e9:.0f} GB/s "
-          f"({time.strftime('%Y-%m-%d')})")
-    print(f"{'neurons':>12} {'sim ms':>7} {'wall s':>8} {'s/sim s':>9} {'events/s':>10} {'rate Hz':>8} "
-          f"{'% BW at 4 B/event':>17}")
-    for n in [int(v) for v in args.sizes.split(",")]:
-        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
-                             epsilon=1000 / (n * 4 // 5))
-        plan = net.plan()
-        v = cp.asarray((10.0 + 10.0 * uniform_array(plan.seed, (STREAM_INIT << 32), 0, 0, n, 0)).astype(np.float32))
-        u = cp.zeros(n, cp.float32)
-        g = cp.zeros((n, 2), cp.float32)
-        ref = cp.zeros(n, cp.int32)
+    cp.get_default_memory_pool().free_all_blocks()
+    return 2 * 2**29 * 4 / float(np.median(times))
+
+
+def _gpu_brunel(net, block: int, compact: bool, budget_s: float, max_steps: int, block_major: bool = False,
+                warm: int = 5) -> dict:
+    """Run ``net`` (one chunk) on the GPU in pieces of 10 steps until ``budget_s`` or ``max_steps``."""
+    import cupy as cp
+
+    from neurochunk.kernels.network_gpu import run_window_gpu
+    from neurochunk.kernels.rng import STREAM_INIT, uniform_array
+
+    plan = net.plan()
+    n = plan.n
+    v = cp.empty(n, cp.float32)
+    piece = 1 << 26
+    for a in range(0, n, piece):  # v uniform in [10, 20] mV, keyed like the CPU's initial state
+        b = min(n, a + piece)
+        v[a:b] = cp.asarray((10.0 + 10.0 * uniform_array(plan.seed, (STREAM_INIT << 32), 0, a, b - a, 0))
+                            .astype(np.float32))
+    ref = cp.zeros(n, cp.int32)
+    if compact:  # slot-major ring with the one receptor delta synapses use; no u, g
+        u, g = cp.zeros(1, cp.float32), cp.zeros((1, 2), cp.float32)
+        ring = cp.zeros((plan.n_slots, 1, n), cp.int32).transpose(2, 0, 1)
+    else:
+        u, g = cp.zeros(n, cp.float32), cp.zeros((n, 2), cp.float32)
         ring = cp.zeros((n, plan.n_slots, 2), cp.int32)
-        warm = 5
-        block = args.block or n  # 0: one target block per population (what results/brain.md reports)
-        run_window_gpu(plan.pop_tables, v, u, g, ref, ring, 0, warm, 0, plan.seed, plan.pint, plan.pflt, block)
-        steps = int(max(20, min(args.max_steps, args.events_budget / (n * 1250 * 40e-4 * 0.1 + 1))))
-        cp.cuda.Device().synchronize()
+    used = cp.get_default_memory_pool().used_bytes()
+    args = (plan.seed, plan.pint, plan.pflt, block or n, block_major)
+    run_window_gpu(plan.pop_tables, v, u, g, ref, ring, 0, warm, 0, *args)
+    cp.cuda.Device().synchronize()
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    gids, steps, wall = [], 0, 0.0
+    while steps < max_steps and wall < budget_s:
+        k = min(10, max_steps - steps)
         e0.record()
-        st, gid = run_window_gpu(plan.pop_tables, v, u, g, ref, ring, warm, steps, 0, plan.seed, plan.pint,
-                                 plan.pflt, block)
+        _, gid = run_window_gpu(plan.pop_tables, v, u, g, ref, ring, warm + steps, k, 0, *args)
         e1.record()
         e1.synchronize()
-        wall = cp.cuda.get_elapsed_time(e0, e1) / 1e3
-        gid = gid.get()
-        n_e = n * 4 // 5
-        events = float(np.where(gid < n_e, 1000 / n_e * n, 250 / (n - n_e) * n).sum())
-        sim_ms = steps * 0.1
-        rate = len(gid) / n / (sim_ms / 1e3)
-        print(f"{n:>12,} {sim_ms:7.1f} {wall:8.3f} {wall / sim_ms * 1e3:9.2f} {events / wall:10.3g} {rate:8.1f} "
-              f"{100 * 4 * events / wall / bandwidth:17.2f}", flush=True)
-        del v, u, g, ref, ring
-        cp.get_default_memory_pool().free_all_blocks()
+        wall += cp.cuda.get_elapsed_time(e0, e1) / 1e3
+        gids.append(gid.get())
+        steps += k
+    peak = cp.get_default_memory_pool().total_bytes()
+    del v, u, g, ref, ring
+    cp.get_default_memory_pool().free_all_blocks()
+    gid = np.concatenate(gids)
+    c_e, c_i = (int(round(pr.p * net.populations[0 if pr.pre == "E" else 1].n))
+                for pr in (net.projections[0], net.projections[2]))
+    n_e = net.populations[0].n
+    events = float(np.where(gid < n_e, c_e / n_e * n, c_i / (n - n_e) * n).sum())
+    sim_ms = steps * plan.dt
+    return {"wall": wall, "sim_ms": sim_ms, "events": events, "rate": len(gid) / n / (sim_ms / 1e3),
+            "state_b": used / n, "peak_gib": peak / 2**30}
+
+
+def _gpu_header(bandwidth: float) -> None:
+    import cupy as cp
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    print(f"GPU {props['name'].decode()}: measured copy bandwidth {bandwidth / 1e9:.0f} GB/s "
+          f"({time.strftime('%Y-%m-%d')})")
+    print(f"{'neurons':>13} {'synapses':>9} {'layout':>8} {'block':>9} {'sim ms':>7} {'wall s':>8} {'s/sim s':>9} "
+          f"{'events/s':>10} {'rate Hz':>8} {'B/neuron':>8} {'GiB':>6} {'% BW @4B/ev':>11}", flush=True)
+
+
+def _gpu_row(n: int, syn: float, compact: bool, block: int, r: dict, bandwidth: float) -> None:
+    print(f"{n:>13,} {syn:9.3g} {'compact' if compact else 'neuron':>8} {block or n:>9,} {r['sim_ms']:7.1f} "
+          f"{r['wall']:8.3f} {r['wall'] / r['sim_ms'] * 1e3:9.2f} {r['events'] / r['wall']:10.3g} {r['rate']:8.1f} "
+          f"{r['state_b']:8.1f} {r['peak_gib']:6.1f} {100 * 4 * r['events'] / r['wall'] / bandwidth:11.2f}",
+          flush=True)
+
+
+def gpu(args: argparse.Namespace) -> None:
+    from neurochunk.pipeline.network import brunel_network
+
+    bandwidth = _bandwidth()
+    _gpu_header(bandwidth)
+    for n in [int(float(v)) for v in args.sizes.split(",")]:
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
+                             epsilon=1000 / (n * 4 // 5))
+        r = _gpu_brunel(net, args.block, args.compact, args.budget_s, args.max_steps, args.block_major)
+        _gpu_row(n, n * 1250.0, args.compact, args.block, r, bandwidth)
+
+
+def balanced(args: argparse.Namespace) -> None:
+    """1e6 neurons, p = 0.1 (1e11 procedural synapses): Brunel A with J scaled by sqrt(1000 / K_E)."""
+    from neurochunk.pipeline.network import brunel_network
+
+    bandwidth = _bandwidth()
+    _gpu_header(bandwidth)
+    n = args.n
+    k_e = 0.1 * (n * 4 // 5)
+    for block in [int(b) for b in args.blocks.split(",")]:
+        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
+                             epsilon=0.1, j=0.1 * (1000 / k_e) ** 0.5)
+        r = _gpu_brunel(net, block, args.compact, args.budget_s, args.max_steps, args.block_major)
+        _gpu_row(n, 0.1 * n * n, args.compact, block, r, bandwidth)
 
 
 def main() -> None:
@@ -267,11 +325,18 @@ def main() -> None:
     so.add_argument("--dir", default=None, help="where the state and spikes datasets go (default: a temp dir)")
     gp = sub.add_parser("gpu", help="Brunel A on one GPU (cupy twins), procedural")
     gp.add_argument("--sizes", default="12500,125000,1250000,12500000,125000000")
-    gp.add_argument("--events-budget", type=float, default=2e11)
-    gp.add_argument("--max-steps", type=int, default=1000)
     gp.add_argument("--block", type=int, default=0, help="target block of the procedural generator (0: population)")
+    gb = sub.add_parser("balanced", help="1e6 neurons, p = 0.1 (1e11 procedural synapses) on one GPU")
+    gb.add_argument("--n", type=int, default=1_000_000)
+    gb.add_argument("--blocks", default="0,16384,4096", help="target blocks to compare (0: population)")
+    for q in (gp, gb):
+        q.add_argument("--budget-s", type=float, default=20.0, help="GPU seconds to simulate per row (after warm-up)")
+        q.add_argument("--max-steps", type=int, default=1000)
+        q.add_argument("--compact", action="store_true",
+                       help="slot-major one-receptor ring, no u/g arrays (77 B/neuron instead of 157)")
+        q.add_argument("--block-major", action="store_true", help="order delivery threads by target block")
     args = p.parse_args()
-    {"coba": coba, "brunel": brunel, "stream": stream, "gpu": gpu}[args.scenario](args)
+    {"coba": coba, "brunel": brunel, "stream": stream, "gpu": gpu, "balanced": balanced}[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,18 @@ _SOURCE = CUDA_SOURCE + r"""
 extern "C" __global__ void step_population(
     int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
     u64 seed, u64 pop, long long lo, int i0, int i1, float* v, float* u, float* g, int* ref, int* ring,
-    int n_slots, int slot, long long s, unsigned char* flags)
+    long long st_n, long long st_s, long long st_r, int n_rec, int slot, long long s, unsigned char* flags)
 {
     int i = i0 + blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= i1) return;
-    int* rp = ring + ((long long)i * n_slots + slot) * 2;
+    int* rp = ring + (long long)i * st_n + (long long)slot * st_s;
     if (lam > 0.0) {
         int k = poisson_table(mix64(seed ^ (u64)(lo + i)), (u64)s, cdf);  // seed: the population's stream base
-        rp[pr] += k * pwq;
+        rp[pr * st_r] += k * pwq;
     }
-    int a0 = rp[0], a1 = rp[1];
-    rp[0] = 0; rp[1] = 0;
+    int a0 = rp[0], a1 = n_rec > 1 ? rp[st_r] : 0;
+    rp[0] = 0;
+    if (n_rec > 1) rp[st_r] = 0;
     float x0 = (float)a0 * q0, x1 = (float)a1 * q1;
     float vi = v[i];
     int r = ref[i];
@@ -95,13 +96,15 @@ __device__ __forceinline__ void weight_delay(const long long* pi, const double* 
 
 extern "C" __global__ void deliver(
     const long long* gids, const long long* steps, int n_spk, int n_proj, const long long* pint, const double* pflt,
-    u64 seed, long long block, long long lo, long long hi, int* ring, int n_slots, long long skip_lo, long long skip_hi,
-    long long n_blk)
+    u64 seed, long long block, long long lo, long long hi, int* ring, int n_slots, long long st_n, long long st_s,
+    long long st_r, long long skip_lo, long long skip_hi, long long n_blk, int block_major)
 {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)n_spk * n_proj * n_blk) return;
-    long long bb = t % n_blk;
-    t /= n_blk;
+    long long per_blk = (long long)n_spk * n_proj;
+    if (t >= per_blk * n_blk) return;
+    long long bb;
+    if (block_major) { bb = t / per_blk; t %= per_blk; }  // neighbouring threads share a block of targets
+    else { bb = t % n_blk; t /= n_blk; }  // neighbouring threads share a spike
     int x = (int)(t / n_proj), p = (int)(t % n_proj);
     long long gid = gids[x];
     if (gid >= skip_lo && gid < skip_hi) return;
@@ -121,7 +124,7 @@ extern "C" __global__ void deliver(
         if (tt >= lo && tt < hi) {
             u64 k = 0;
             weight_delay(pi, pf, stream_key(seed, a, (u64)pre, (u64)(pre / block)), &k, &wq, &d);
-            atomicAdd(ring + ((tt - lo) * n_slots + (s + d) % n_slots) * 2 + r, wq);
+            atomicAdd(ring + (tt - lo) * st_n + ((s + d) % n_slots) * st_s + r * st_r, wq);
         }
         return;
     }
@@ -144,7 +147,7 @@ extern "C" __global__ void deliver(
             if (j >= n_b) break;
             weight_delay(pi, pf, key, &k, &wq, &d);
             long long tt = start + j;
-            if (tt >= lo && tt < hi) atomicAdd(ring + ((tt - lo) * n_slots + (s + d) % n_slots) * 2 + r, wq);
+            if (tt >= lo && tt < hi) atomicAdd(ring + (tt - lo) * st_n + ((s + d) % n_slots) * st_s + r * st_r, wq);
         }
     }
 }
@@ -173,8 +176,18 @@ def to_host(arrays: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
 
 
 def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int,
-                   lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int) -> tuple[Any, Any]:
+                   lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int,
+                   block_major: bool = False) -> tuple[Any, Any]:
     """The GPU twin of ``kernels.neurons.run_window`` (procedural connectivity), in place on cupy arrays.
+
+    ``ring`` is ``(neuron, slot, receptor)`` int32 in any memory layout (a transposed view of a slot-major
+    buffer makes the neuron update coalesced) and may hold one receptor when no synapse or background
+    input targets the second. ``u`` and ``g`` may be 1-element placeholders for populations of
+    models that do not use them (``lif_cuba_delta``; memory for 1e9 neurons).
+
+    ``block_major`` orders the delivery threads by target block rather than by spike (integer atomics:
+    the same result either way; faster for networks whose ring rows do not fit in L2, slower when
+    many spikes then add into the same few neurons at once).
 
     Returns the window's spikes as cupy ``(steps, neuron ids)`` in (step, neuron) order.
     """
@@ -185,7 +198,16 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     step_k, deliver_k = mod.get_function("step_population"), mod.get_function("deliver")
     n = int(v.shape[0])
     hi = lo + n
-    n_slots = int(ring.shape[1])
+    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    if ring.dtype != cp.int32 or n_rec not in (1, 2):
+        raise ValueError(f"ring must be int32 (neuron, slot, 1 or 2 receptors), got {ring.dtype} {ring.shape}")
+    used = set(np.asarray(pint)[:, 5].tolist()) | {int(r) for r, lam in zip(pois_r, lams) if lam > 0}
+    if max(used, default=0) >= n_rec:
+        raise ValueError(f"the network sends input to receptor {max(used)} but the ring holds {n_rec} receptor(s)")
+    small = {int(m) for m, a, b in zip(models, offsets[:-1], offsets[1:]) if min(hi, b) > max(lo, a)}
+    if (u.shape[0] < n and 3 in small) or (g.shape[0] < n and small & {0, 1}):
+        raise ValueError("u and g may be placeholders only for models that do not use them")
     flags = cp.zeros(n, cp.uint8)
     prms_d = cp.asarray(prms)
     cdfs_d = cp.asarray(np.ascontiguousarray(cdfs))
@@ -207,7 +229,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
                 np.int32(models[pop]), prms_d[pop], np.int32(ref_steps[pop]), np.float32(quanta[pop, 0]),
                 np.float32(quanta[pop, 1]), np.float64(lams[pop]), cdfs_d[pop], np.int32(pois_wq[pop]),
                 np.int32(pois_r[pop]), np.uint64(stream_key(seed, STREAM_POISSON, pop, 0)), np.uint64(pop), np.int64(lo), np.int32(i0), np.int32(i1),
-                v, u, g, ref, ring, np.int32(n_slots), np.int32(slot), np.int64(s), flags))
+                v, u, g, ref, ring, st_n, st_s, st_r, np.int32(n_rec), np.int32(slot), np.int64(s), flags))
         idx = cp.flatnonzero(flags)
         if idx.size == 0:
             continue
@@ -219,7 +241,8 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
             total = int(idx.size) * n_proj * n_blk
             deliver_k(((total + 255) // 256,), (256,), (
                 gids, steps, np.int32(idx.size), np.int32(n_proj), pint_d, pflt_d, np.uint64(seed), np.int64(block),
-                np.int64(lo), np.int64(hi), ring, np.int32(n_slots), np.int64(-1), np.int64(-1), np.int64(n_blk)))
+                np.int64(lo), np.int64(hi), ring, np.int32(n_slots), st_n, st_s, st_r, np.int64(-1), np.int64(-1),
+                np.int64(n_blk), np.int32(block_major)))
     if not out_s:
         return cp.zeros(0, cp.int64), cp.zeros(0, cp.int64)
     return cp.concatenate(out_s), cp.concatenate(out_i)

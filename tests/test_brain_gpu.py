@@ -72,3 +72,28 @@ def test_random_models_weights_and_delays_identical(model, receptors) -> None:
     np.testing.assert_array_equal(sc, sg)
     np.testing.assert_array_equal(ic, ig)
     np.testing.assert_array_equal(cpu[0], gpu[0])
+
+
+@pytest.mark.parametrize("block_major", [False, True])
+def test_slot_major_single_receptor_ring_identical(block_major) -> None:
+    """The compact layout of the 1e9-neuron benchmark: slot-major ring, one receptor, no u/g arrays."""
+    plan = brunel_network(5000, rule="fixed_probability", seed=5, v_init={"uniform": [10.0, 20.0]}).plan()
+    state = _init_chunk(plan, 0)
+    cpu = [a.copy() for a in state]
+    s_cpu, i_cpu = run_window(*plan.pop_tables, *cpu, 0, 300, 0, plan.seed, plan.pint, plan.pflt,
+                              plan.net.conn_block, *EMPTY_CONN)
+    n = len(state[0])
+    ring = cp.zeros((plan.n_slots, 1, n), cp.int32).transpose(2, 0, 1)
+    v, ref = cp.asarray(state[0]), cp.asarray(state[3])
+    s_gpu, i_gpu = run_window_gpu(plan.pop_tables, v, cp.zeros(1, cp.float32), cp.zeros((1, 2), cp.float32), ref,
+                                  ring, 0, 300, 0, plan.seed, plan.pint, plan.pflt, plan.net.conn_block, block_major)
+    assert len(s_cpu) > 1000
+    np.testing.assert_array_equal(s_cpu, s_gpu.get())
+    np.testing.assert_array_equal(i_cpu, i_gpu.get())
+    np.testing.assert_array_equal(cpu[0], v.get())
+    np.testing.assert_array_equal(cpu[4][:, :, 0], ring.get()[:, :, 0])
+    assert not cpu[4][:, :, 1].any()
+    with pytest.raises(ValueError, match="placeholders"):
+        run_window_gpu(coba_network(seed=1).plan().pop_tables, cp.zeros(4000, cp.float32), cp.zeros(1, cp.float32),
+                       cp.zeros((1, 2), cp.float32), cp.zeros(4000, cp.int32), cp.zeros((4000, 3, 2), cp.int32),
+                       0, 1, 0, 1, np.zeros((0, 12), np.int64), np.zeros((0, 7)), 1024)

@@ -24,7 +24,7 @@ def compute_with_progress(client: Any, collection: Any, desc: str, enabled: bool
     persisted = client.persist(collection)
     futures = futures_of(persisted)
     with tqdm(total=len(futures), desc=desc, unit="chunk", file=sys.stderr, disable=not enabled,
-              dynamic_ncols=True, leave=False) as bar:
+              dynamic_ncols=True, leave=True) as bar:
         for _ in as_completed(futures):
             bar.update(1)
     return client.compute(persisted, sync=True)

@@ -68,14 +68,14 @@ def _raw_disk(path: Path, nbytes: int) -> tuple[float, float]:
     return nbytes / t_w / 1e9, nbytes / t_r / 1e9
 
 
-def write_read(gib: float, workdir: Path) -> None:
+def write_read(gib: float, workdir: Path, trials: int = 3) -> None:
     n = int(gib * 2**30 // 4)
     nbytes = n * 4
     x = _source(n)
     codec = parse_codec("lossless").zarr_kwargs(np.dtype("f4"))
     rows = []
     with dask.config.set(scheduler="threads"):
-        for trial in range(2):
+        for trial in range(trials):
             # plain zarr: same codecs, same chunks, same dask parallelism, no neurochunk wrappers
             plain_path = workdir / f"plain{trial}.zarr"
             arr = zarr.create_array(zarr.storage.LocalStore(str(plain_path)), shape=(n,), chunks=(CHUNK,),
@@ -102,7 +102,8 @@ def write_read(gib: float, workdir: Path) -> None:
     ow = 100 * (best["plain zarr"][0] / best["neurochunk"][0] - 1)
     orr = 100 * (best["plain zarr"][1] / best["neurochunk"][1] - 1)
     print(f"{'raw disk':<12} {'':>5} {raw_w:>11.3f} {raw_r:>10.3f}   (dd, 16 MiB blocks; read may hit page cache)")
-    print(f"neurochunk overhead over plain zarr (best of 2): write {ow:+.1f}%  read {orr:+.1f}%")
+    print(f"neurochunk overhead over plain zarr (best of {trials}): write {ow:+.1f}%  read {orr:+.1f}%")
+    print(f"load average during the run: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 
 def _tier_table(origin_label: str, make: Any, n: int) -> None:
@@ -162,6 +163,9 @@ def s3(mib: int, workdir: Path) -> None:
     import s3fs
     from moto.server import ThreadedMotoServer
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -183,12 +187,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["write-read", "tiers", "s3"])
     parser.add_argument("--gib", type=float, default=4.0, help="array size for write-read")
+    parser.add_argument("--trials", type=int, default=3, help="alternating trials of write-read (best is reported)")
     parser.add_argument("--mib", type=int, default=512, help="array size for tiers / s3")
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="nc-io-", dir=args.dir))
     try:
-        {"write-read": lambda: write_read(args.gib, workdir), "tiers": lambda: tiers(args.mib, workdir),
+        {"write-read": lambda: write_read(args.gib, workdir, args.trials), "tiers": lambda: tiers(args.mib, workdir),
          "s3": lambda: s3(args.mib, workdir)}[args.scenario]()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

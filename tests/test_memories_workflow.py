@@ -52,8 +52,13 @@ def test_memories_config_errors_name_the_field(tmp_path):
 def test_memories_scaled_run_stays_near_exact_run(tmp_path):
     (tmp_path / "exact").mkdir()
     (tmp_path / "scaled").mkdir()
-    exact = run_config(_config(tmp_path / "exact", replica_url=None, payload_dim=0), client=None)
-    scaled = run_config(_config(tmp_path / "scaled", replica_url=None, payload_dim=0, scaled=True), client=None)
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        exact = run_config(_config(tmp_path / "exact", replica_url=None, payload_dim=0), client=client)
+        scaled = run_config(_config(tmp_path / "scaled", replica_url=None, payload_dim=0, scaled=True),
+                            client=client)
     assert scaled["iteration"] == exact["iteration"] == 12 and scaled["commits"] == exact["commits"]
     a = MemoryBank.open(str(tmp_path / "exact" / "bank.zarr")).read_all()
     b = MemoryBank.open(str(tmp_path / "scaled" / "bank.zarr")).read_all()

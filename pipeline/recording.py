@@ -93,14 +93,18 @@ class SpikeRecorder:
 def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = None, checkpoint_url: str | None = None,
              checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
              connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None,
-             record_v: Any = None, record_every_ms: float = 1.0) -> dict[str, Any]:
+             record_v: Any = None, record_every_ms: float = 1.0, stream_state_url: str | None = None
+             ) -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
     Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
     array); with ``checkpoint_url`` the full State is
     committed every ``checkpoint_every_ms`` (after the batch's spikes are
     recorded) and at the end. ``record_v`` (neuron ids) samples their membrane potential every
-    ``record_every_ms`` into the spikes dataset's ``v`` array. Returns a summary with the Runner's reports.
+    ``record_every_ms`` into the spikes dataset's ``v`` array. With ``stream_state_url`` the run is
+    out-of-core (``pipeline.streaming``): the state lives in that dataset, streamed every exchange window,
+    and ``resume`` continues from its last window (checkpoints and ``record_v`` do not apply).
+    Returns a summary with the Runner's reports (none when streamed; then ``windows`` holds their seconds).
     """
     from neurochunk.stores import Dataset
 
@@ -116,6 +120,14 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if not (resume and all(connectivity_complete(u, len(plan.chunks)) for u in names)):
             names = build_connectivity(plan, connectivity_url, client)
         loaders = connectivity_loaders(plan, names)
+    if stream_state_url is not None:
+        if record_v is not None:
+            raise ValueError("record_v (sampled potentials) is not available with stream_state_url (out-of-core)")
+        from .streaming import simulate_streaming
+
+        res = simulate_streaming(plan, duration_ms, state_url=stream_state_url, spikes_url=spikes_url, client=client,
+                                 resume=resume, loaders=loaders, progress=progress)
+        return {**res, "reports": [], "state": None}
     ckpt = None
     state = None
     if checkpoint_url is not None:

@@ -63,3 +63,27 @@ def test_streaming_on_a_cluster_and_mismatched_state_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds 3000 neurons"):
         simulate_streaming(other, 10, state_url=str(tmp_path / "st.zarr"), spikes_url=str(tmp_path / "s.zarr"),
                            progress=False, resume=True)
+
+
+def test_workflow_out_of_core_matches_in_memory(tmp_path) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from neurochunk.workflows.run import run_config
+
+    configs = Path(__file__).resolve().parents[1] / "workflows" / "configs"
+    spikes = {}
+    for ooc in (False, True):
+        cfg = yaml.safe_load((configs / "brain-brunel.yaml").read_text())
+        cfg["store"]["url"] = str(tmp_path / f"out-{ooc}")
+        cfg["cluster"] = {"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": ":0"}
+        cfg["params"].update(n=3000, chunk=1024, duration_ms=40, checkpoint_every_ms=0, out_of_core=ooc, plot=False)
+        cfg["progress"] = False
+        path = tmp_path / f"brain-{ooc}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        summary = run_config(path)
+        assert summary["simulated_ms"] == pytest.approx(40) and summary["chunks"] == 3
+        spikes[ooc] = read_spikes(summary["spikes"])[1]
+    assert (tmp_path / "out-True" / "state.zarr").exists() and len(spikes[True]) > 300
+    np.testing.assert_array_equal(spikes[True], spikes[False])

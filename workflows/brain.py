@@ -52,6 +52,8 @@ PARAMS = Section({
     "batch_ms": Field(float, 100.0, help="simulated time per Dask graph"),
     "checkpoint_every_ms": Field(float, 0.0, help="0: no checkpoints"),
     "resume": Field(bool, False, help="continue from the last checkpoint in store.url"),
+    "out_of_core": Field(bool, False, help="stream the state from store.url/state.zarr every exchange window "
+                                            "(state larger than the workers' memory)"),
     "populations": Field(list, [], items=dict, help="custom: name, n, model, params, init, background"),
     "projections": Field(list, [], items=dict, help="custom: name, pre, post, receptor, weight, rule, p, k, delay"),
     "record_v": Field(list, [], items=int, help="neuron ids whose membrane potential is sampled"),
@@ -94,7 +96,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
                    checkpoint_url=str(out / "checkpoint.zarr") if p["checkpoint_every_ms"] or p["resume"] else None,
                    checkpoint_every_ms=p["checkpoint_every_ms"], resume=p["resume"], batch_ms=p["batch_ms"],
                    connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True),
-                   record_v=p["record_v"] or None, record_every_ms=p["record_every_ms"])
+                   record_v=p["record_v"] or None, record_every_ms=p["record_every_ms"],
+                   stream_state_url=str(out / "state.zarr") if p["out_of_core"] else None)
     t, g, attrs = read_spikes(res["spikes_url"])
     stats = spike_stats(t, g, attrs["populations"], p["duration_ms"])
     reports = res["reports"]
@@ -103,7 +106,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
                "rates_hz": {k[5:] if k.startswith("rate_") else "all": round(v, 3)
                             for k, v in stats.items() if k.startswith("rate")},
                "isi_cv": None if stats["cv"] is None else round(stats["cv"], 3),
-               "compute_s": round(sum(r.compute_s for r in reports), 3), "batches": len(reports)}
+               "compute_s": round(sum(r.compute_s for r in reports) + sum(res.get("windows", [])), 3),
+               "batches": len(reports) or len(res.get("windows", []))}
     if p["plot"]:
         summary["plots"] = plot(Dataset.open(res["spikes_url"], kind="spikes"), str(out))
         summary["raster_png"] = summary["plots"][0]

@@ -107,7 +107,7 @@ def write_read(gib: float, workdir: Path, trials: int = 3) -> None:
 
 
 def _tier_table(origin_label: str, make: Any, n: int) -> None:
-    """Read the same array cold (origin), then from RAM, then from disk after RAM is dropped."""
+    """Read one array cold (origin), then from each tier in turn, at the store and at the array level."""
     ds = make()
     keys = [f"v/c/{i}" for i in range(-(-n // CHUNK))]
     store = ds.tiers
@@ -124,38 +124,67 @@ def _tier_table(origin_label: str, make: Any, n: int) -> None:
 
         sync(_go())
 
+    def read() -> None:
+        read_array(ds, "v").sum().compute(scheduler="threads")
+
+    def forget(decoded: bool = True, ram: bool = True, disk: bool = True) -> None:
+        st = store._state
+        with st.lock:
+            if decoded:
+                st.decoded.clear()
+                st.decoded_held = 0
+            if ram:
+                st.ram.clear()
+                st.ram_held = 0
+        if disk:
+            shutil.rmtree(store.config.disk_path, ignore_errors=True)
+            st.disk_index = None
+
+    def origin_requests() -> int:
+        return int(store.stats()["origin"]["requests"])
+
     rows = []
-    for label in ("origin (cold)", "RAM tier hit", "disk tier hit"):
-        if label == "disk tier hit":
-            store.clear_ram()
-        before = store.stats()
-        t_get = _timed(get_all)
-        after = store.stats()
-        moved = sum(after[t]["bytes_read"] - before[t]["bytes_read"] for t in ("ram", "disk", "origin"))
-        t_arr = _timed(lambda: read_array(ds, "v").sum().compute(scheduler="threads"))
-        if label == "origin (cold)":
-            store.clear_ram()
-            shutil.rmtree(store.config.disk_path, ignore_errors=True)
-            store._state.disk_index = None
-            t_arr = _timed(lambda: read_array(ds, "v").sum().compute(scheduler="threads"))
-            store.clear_ram()
-            shutil.rmtree(store.config.disk_path, ignore_errors=True)
-            store._state.disk_index = None
-            t_get = _timed(get_all)
-        rows.append((label, moved / t_get / 1e9, n * 4 / t_arr / 1e9,
-                     after["origin"]["requests"] - before["origin"]["requests"]))
+    nbytes = n * 4
+    # cold: every tier empty before each measurement
+    forget()
+    t_get = _timed(get_all)
+    forget()
+    before = origin_requests()
+    t_arr = _timed(read)
+    rows.append(("origin (cold)", nbytes / t_get, nbytes / t_arr, origin_requests() - before))
+    # decoded tier: filled by the cold read above
+    before = origin_requests()
+    t_arr = _timed(read)
+    rows.append(("decoded tier", float("nan"), nbytes / t_arr, origin_requests() - before))
+    # RAM tier of stored bytes: drop the decoded chunks only
+    forget(decoded=True, ram=False, disk=False)
+    t_get = _timed(get_all)
+    forget(decoded=True, ram=False, disk=False)
+    before = origin_requests()
+    t_arr = _timed(read)
+    rows.append(("RAM tier", nbytes / t_get, nbytes / t_arr, origin_requests() - before))
+    # disk tier: drop both RAM tiers
+    forget(decoded=True, ram=True, disk=False)
+    t_get = _timed(get_all)
+    forget(decoded=True, ram=True, disk=False)
+    before = origin_requests()
+    t_arr = _timed(read)
+    rows.append(("disk tier", nbytes / t_get, nbytes / t_arr, origin_requests() - before))
     print(f"\ntiers over {origin_label}: {n * 4 / 2**20:.0f} MiB float32 in 4 MiB chunks")
     print(f"{'served by':<15} {'chunk fetch GB/s':>17} {'array read GB/s':>16} {'origin requests':>16}")
     for label, g, a, req in rows:
-        print(f"{label:<15} {g:>17.3f} {a:>16.3f} {req:>16}")
-    print(f"RAM-tier hit vs origin: {rows[1][1] / rows[0][1]:.1f}x (chunk fetch), {rows[1][2] / rows[0][2]:.1f}x (array read)")
+        print(f"{label:<15} {g / 1e9:>17.3f} {a / 1e9:>16.3f} {req:>16}")
+    print(f"vs origin: decoded-tier hit {rows[1][2] / rows[0][2]:.1f}x (array read); RAM-tier hit "
+          f"{rows[2][1] / rows[0][1]:.0f}x (chunk fetch), {rows[2][2] / rows[0][2]:.1f}x (array read)")
+    print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 
 def tiers(mib: int, workdir: Path) -> None:
     n = mib * 2**20 // 4
     ds = Dataset.create(workdir / "origin.zarr", "neuron_state")
     write_array(_source(n), ds, "v", dims=("neuron",), chunks=(CHUNK,))
-    cfg = TierConfig(ram_bytes=2 * mib * 2**20, disk_path=str(workdir / "cache"), disk_bytes=4 * mib * 2**20)
+    cfg = TierConfig(ram_bytes=2 * mib * 2**20, disk_path=str(workdir / "cache"), disk_bytes=4 * mib * 2**20,
+                     decoded_bytes=2 * mib * 2**20)
     _tier_table("local disk", lambda: Dataset.open(workdir / "origin.zarr", tiers=cfg), n)
 
 
@@ -177,7 +206,8 @@ def s3(mib: int, workdir: Path) -> None:
         ds = Dataset.create(url, "neuron_state", s3=opts)
         t = _timed(lambda: write_array(_source(n), ds, "v", dims=("neuron",), chunks=(CHUNK,)))
         print(f"\nS3 (moto on 127.0.0.1) write: {n * 4 / t / 1e9:.3f} GB/s")
-        cfg = TierConfig(ram_bytes=2 * mib * 2**20, disk_path=str(workdir / "cache"), disk_bytes=4 * mib * 2**20)
+        cfg = TierConfig(ram_bytes=2 * mib * 2**20, disk_path=str(workdir / "cache"), disk_bytes=4 * mib * 2**20,
+                         decoded_bytes=2 * mib * 2**20)
         _tier_table("S3 (moto server on 127.0.0.1)", lambda: Dataset.open(url, tiers=cfg, s3=opts), n)
     finally:
         server.stop()

@@ -60,11 +60,19 @@ def _is_checksum_error(exc: BaseException) -> bool:
 
 
 class NamingCodecPipeline(BatchedCodecPipeline):
-    """zarr's batched codec pipeline, naming the chunk when a checksum fails."""
+    """zarr's batched codec pipeline, naming the chunk when a checksum fails.
+
+    Reads through a :class:`~neurochunk.stores.tiers.TieredStore` with a decoded
+    tier (``TierConfig.decoded_bytes``) are served from, and fill, that tier.
+    """
 
     async def read_batch(self, batch_info: Iterable[tuple[Any, ...]], out: NDBuffer,
                          drop_axes: tuple[int, ...] = ()) -> None:
         batch_info = list(batch_info)
+        if not self.supports_partial_decode:
+            batch_info = await self._read_decoded_tier(batch_info, out, drop_axes)
+            if not batch_info:
+                return
         try:
             await super().read_batch(batch_info, out, drop_axes)
         except ValueError as exc:
@@ -72,6 +80,37 @@ class NamingCodecPipeline(BatchedCodecPipeline):
                 raise
             await _locate(batch_info, exc)
             raise
+
+    async def _read_decoded_tier(self, batch_info: list[tuple[Any, ...]], out: NDBuffer,
+                                 drop_axes: tuple[int, ...]) -> list[tuple[Any, ...]]:
+        """Serve what the decoded tier holds, decode and keep its misses; return the rest."""
+        from .tiers import TieredStore
+
+        rest = []
+        for item in batch_info:
+            byte_getter, chunk_spec, chunk_selection, out_selection, _ = item
+            store = byte_getter.store
+            if not (isinstance(store, TieredStore) and store.config.decoded_bytes):
+                rest.append(item)
+                continue
+            chunk = store.decoded_get(byte_getter.path)
+            if chunk is None:
+                raw = await byte_getter.get(chunk_spec.prototype)
+                if raw is None:
+                    rest.append(item)
+                    continue
+                try:
+                    (chunk,) = await self.decode_batch([(raw, chunk_spec)])
+                except ValueError as exc:
+                    if _is_checksum_error(exc):
+                        await _locate([item], exc)
+                    raise
+                store.decoded_put(byte_getter.path, chunk)
+            tmp = chunk[chunk_selection]
+            if drop_axes:
+                tmp = tmp.squeeze(axis=drop_axes)
+            out[out_selection] = tmp
+        return rest
 
 
 async def _locate(batch_info: list[tuple[Any, ...]], exc: BaseException) -> None:

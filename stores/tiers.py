@@ -45,17 +45,22 @@ class TierConfig:
         ``"through"``: a write reaches the origin before it returns and fills the
         tiers. ``"back"``: a write lands in the tiers only and reaches the origin
         on :meth:`TieredStore.flush` (commits flush first).
+    decoded_bytes
+        Budget of a RAM tier of *decoded* chunks (0 disables it). A hit there skips
+        decompression and is served at memory speed; it is filled by reads and
+        dropped by writes of the chunk.
     """
 
     ram_bytes: int = 256 * 2**20
     disk_path: str | None = None
     disk_bytes: int = 16 * 2**30
     write: WritePolicy = "through"
+    decoded_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.write not in ("through", "back"):
             raise ValueError(f"tiers.write must be 'through' or 'back', not {self.write!r}")
-        if self.ram_bytes < 0 or self.disk_bytes < 0:
+        if self.ram_bytes < 0 or self.disk_bytes < 0 or self.decoded_bytes < 0:
             raise ValueError("tier budgets must be >= 0 bytes")
 
 
@@ -80,6 +85,8 @@ class TierStats:
 class _TierState:
     ram: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     ram_held: int = 0
+    decoded: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    decoded_held: int = 0
     disk_index: OrderedDict[str, int] | None = None  # built lazily from the directory
     disk_held: int = 0
     dirty: set[str] = field(default_factory=set)
@@ -88,7 +95,8 @@ class _TierState:
     lookahead: int = 0
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
     stats: dict[str, TierStats] = field(
-        default_factory=lambda: {"ram": TierStats(), "disk": TierStats(), "origin": TierStats()}
+        default_factory=lambda: {"decoded": TierStats(), "ram": TierStats(), "disk": TierStats(),
+                                 "origin": TierStats()}
     )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -154,8 +162,11 @@ class TieredStore(WrapperStore[Store]):
         with st.lock:
             st.stats["ram"].bytes_held = st.ram_held
             st.stats["disk"].bytes_held = st.disk_held
+            st.stats["decoded"].bytes_held = st.decoded_held
             out = {}
             for name, s in st.stats.items():
+                if name == "decoded" and not self.config.decoded_bytes:
+                    continue
                 out[name] = asdict(s) | {"hit_rate": s.hit_rate}
             return out
 
@@ -172,6 +183,8 @@ class TieredStore(WrapperStore[Store]):
         with self._state.lock:
             self._state.ram.clear()
             self._state.ram_held = 0
+            self._state.decoded.clear()
+            self._state.decoded_held = 0
 
     # -- the RAM tier --------------------------------------------------------
     def _ram_get(self, key: str) -> bytes | None:
@@ -209,6 +222,48 @@ class TieredStore(WrapperStore[Store]):
             old = st.ram.pop(key, None)
             if old is not None:
                 st.ram_held -= len(old)
+
+    # -- the decoded tier (used by neurochunk's codec pipeline) ---------------
+    def decoded_get(self, key: str) -> Any:
+        """The decoded chunk ``key`` (an ``NDBuffer``), or ``None``; counts a request."""
+        st = self._state
+        stats = st.stats["decoded"]
+        with st.lock:
+            stats.requests += 1
+            chunk = st.decoded.get(key)
+            if chunk is None:
+                stats.misses += 1
+                return None
+            st.decoded.move_to_end(key)
+            stats.hits += 1
+            stats.bytes_read += chunk.as_numpy_array().nbytes
+            return chunk
+
+    def decoded_put(self, key: str, chunk: Any) -> None:
+        """Keep a decoded chunk, evicting the least recently used beyond the budget."""
+        size = int(chunk.as_numpy_array().nbytes)
+        budget = self.config.decoded_bytes
+        if size > budget:
+            return
+        st = self._state
+        with st.lock:
+            old = st.decoded.pop(key, None)
+            if old is not None:
+                st.decoded_held -= old.as_numpy_array().nbytes
+            while st.decoded and st.decoded_held + size > budget:
+                _, victim = st.decoded.popitem(last=False)
+                st.decoded_held -= victim.as_numpy_array().nbytes
+                st.stats["decoded"].evictions += 1
+            st.decoded[key] = chunk
+            st.decoded_held += size
+            st.stats["decoded"].bytes_written += size
+
+    def _decoded_drop(self, key: str) -> None:
+        st = self._state
+        with st.lock:
+            old = st.decoded.pop(key, None)
+            if old is not None:
+                st.decoded_held -= old.as_numpy_array().nbytes
 
     # -- the disk tier -------------------------------------------------------
     def _disk_file(self, key: str) -> Path:
@@ -345,6 +400,7 @@ class TieredStore(WrapperStore[Store]):
 
     async def set(self, key: str, value: Buffer) -> None:
         self._check_writable()
+        self._decoded_drop(key)
         if _is_metadata(key):
             await self._store.set(key, value)
             return
@@ -386,6 +442,7 @@ class TieredStore(WrapperStore[Store]):
     async def delete(self, key: str) -> None:
         self._check_writable()
         self._ram_drop(key)
+        self._decoded_drop(key)
         if self._disk is not None:
             await asyncio.to_thread(self._disk_drop, key)
         with self._state.lock:
@@ -395,6 +452,8 @@ class TieredStore(WrapperStore[Store]):
     async def delete_dir(self, prefix: str) -> None:
         for key in [k for k in list(self._state.ram) if k.startswith(prefix)]:
             self._ram_drop(key)
+        for key in [k for k in list(self._state.decoded) if k.startswith(prefix)]:
+            self._decoded_drop(key)
         if self._disk is not None:
             for key in [k for k in list(self._disk_index()) if k.startswith(prefix)]:
                 await asyncio.to_thread(self._disk_drop, key)

@@ -119,3 +119,47 @@ def test_pickled_copies_share_one_ram_tier(tmp_path) -> None:
     copy = pickle.loads(pickle.dumps(store))
     assert copy.token == store.token and copy._state is store._state
     assert "secret" not in repr(copy)
+
+
+def test_decoded_tier_serves_without_store_reads(tmp_path) -> None:
+    ds, values = _dataset(tmp_path, TierConfig(ram_bytes=1 << 20, decoded_bytes=1 << 20))
+    np.testing.assert_array_equal(ds["v"][:], values)
+    first = ds.tiers.stats()
+    assert first["decoded"]["misses"] == 8 and first["origin"]["requests"] == 8
+    np.testing.assert_array_equal(ds["v"][CHUNK // 2: 5 * CHUNK + 3], values[CHUNK // 2: 5 * CHUNK + 3])
+    second = ds.tiers.stats()
+    assert second["decoded"]["hits"] - first["decoded"]["hits"] == 6
+    assert second["ram"]["requests"] == first["ram"]["requests"], "a decoded hit must not touch the byte tiers"
+    assert second["origin"]["requests"] == 8
+
+
+def test_decoded_tier_drops_written_chunks(tmp_path) -> None:
+    ds, values = _dataset(tmp_path, TierConfig(ram_bytes=1 << 20, decoded_bytes=1 << 20))
+    ds = Dataset.open(tmp_path / "origin.zarr", mode="r+", tiers=ds.tiers.config)
+    ds["v"][:]
+    ds["v"][10:20] = -1.0  # a partial write of chunk 0
+    expect = values.copy()
+    expect[10:20] = -1.0
+    np.testing.assert_array_equal(ds["v"][:], expect)
+    np.testing.assert_array_equal(Dataset.open(tmp_path / "origin.zarr")["v"][:], expect)
+
+
+@pytest.mark.parametrize("budget_chunks", [1, 3])
+def test_decoded_budget_never_exceeded(tmp_path, budget_chunks: int) -> None:
+    budget = budget_chunks * CHUNK * 8
+    ds, values = _dataset(tmp_path, TierConfig(ram_bytes=0, decoded_bytes=budget))
+    for i in (0, 3, 1, 3, 7, 0, 2):
+        np.testing.assert_array_equal(ds["v"][i * CHUNK:(i + 1) * CHUNK], values[i * CHUNK:(i + 1) * CHUNK])
+        assert ds.tiers.stats()["decoded"]["bytes_held"] <= budget
+
+
+def test_decoded_tier_still_names_corrupted_chunks(tmp_path) -> None:
+    from neurochunk.stores import ChunkCorruptionError
+
+    ds, _ = _dataset(tmp_path, TierConfig(ram_bytes=0, decoded_bytes=1 << 20))
+    path = tmp_path / "origin.zarr" / "v" / "c" / "3"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChunkCorruptionError, match="'v/c/3'"):
+        ds["v"][:]

@@ -105,6 +105,7 @@ _TIERS = Section({
     "disk_path": Field(str),
     "disk_bytes": Field(int, 16 * 2**30),
     "write": Field(str, "through", choices=("through", "back")),
+    "decoded_bytes": Field(int, 0),
 })
 _S3 = Section({"endpoint_url": Field(str), "region": Field(str), "anon": Field(bool, False)},
               help="credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never from the file")

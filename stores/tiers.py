@@ -137,6 +137,9 @@ class TieredStore(WrapperStore[Store]):
         self.token = token or uuid.uuid4().hex
         self._state = _state_for(self.token)
         self._disk = Path(self.config.disk_path) if self.config.disk_path else None
+        if self._disk is not None:
+            with self._state.lock:  # scan before any put is in flight: a later scan could race one
+                self._disk_index()
         _register(self)
 
     # -- pickling and copies -------------------------------------------------
@@ -309,7 +312,7 @@ class TieredStore(WrapperStore[Store]):
         tmp.write_bytes(value)
         os.replace(tmp, path)
         st = self._state
-        victims = []
+        evicted_dirty = []
         with st.lock:
             index = self._disk_index()
             st.disk_held += len(value) - index.pop(key, 0)
@@ -318,12 +321,13 @@ class TieredStore(WrapperStore[Store]):
                 k, size = index.popitem(last=False)
                 st.disk_held -= size
                 st.stats["disk"].evictions += 1
-                victims.append(k)
-        for k in victims:
-            if k in st.dirty:  # write-back data leaves the last tier: it must reach the origin
-                data = self._disk_file(k).read_bytes()
-                self._flush_sync_one(k, data)
-            self._disk_file(k).unlink(missing_ok=True)
+                victim = self._disk_file(k)
+                if k in st.dirty:  # write-back data leaves the last tier: it must reach the origin
+                    evicted_dirty.append((k, victim.read_bytes()))
+                # unlinked under the lock, so a concurrent put of the same key cannot lose its file
+                victim.unlink(missing_ok=True)
+        for k, data in evicted_dirty:
+            self._flush_sync_one(k, data)
 
     def _disk_drop(self, key: str) -> None:
         self._disk_file(key).unlink(missing_ok=True)

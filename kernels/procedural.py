@@ -74,6 +74,38 @@ def _next_target(pflt, p, key, k, j):
     return j + 1 + np.int64(skip), k + 1
 
 
+@_inline
+def _deliver_constant(steps, gids, skip_lo, skip_hi, pflt, p, seed, pid, block, lo, hi, ring, n_slots,
+                      pre_lo, pre_n, post_lo, post_hi, r, b0, b1):
+    wq = np.int32(np.rint(pflt[p, F_WA] / pflt[p, F_Q]))
+    d = int(pflt[p, F_DA])
+    inv = pflt[p, F_INV_LOG1MP]
+    for b in range(b0, b1):
+        start = post_lo + b * block
+        n_b = min(block, post_hi - start)
+        a = max(lo, start) - start  # the part of the block inside [lo, hi)
+        e = min(hi, start + n_b) - start
+        for x in range(gids.shape[0]):
+            g = gids[x]
+            pre = g - pre_lo
+            if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                continue
+            row = ring[(steps[x] + d) % n_slots, r]
+            key = stream_key(seed, pid, pre, b)
+            k = 0
+            j = np.int64(-1)
+            while True:
+                skip = math.floor(math.log(uniform(key, k)) * inv)
+                k += 1
+                if skip > 2.0e9:
+                    break
+                j += 1 + np.int64(skip)
+                if j >= e:
+                    break
+                if j >= a:
+                    row[start + j - lo] += wq
+
+
 @_jit
 def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi, ring, n_slots,
                  ptr_all, ptr_off, cols, cwq, cdl):
@@ -131,6 +163,11 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
             continue
         b0 = (max(lo, post_lo) - post_lo) // block
         b1 = (min(hi, post_hi) - post_lo + block - 1) // block
+        if rule == 0 and pint[p, I_WKIND] == 0 and pint[p, I_DKIND] == 0:
+            # constant weight and delay draw nothing: hoist the quantised weight and the ring row
+            _deliver_constant(steps, gids, skip_lo, skip_hi, pflt, p, seed, pid, block, lo, hi, ring, n_slots,
+                              pre_lo, pre_n, post_lo, post_hi, r, b0, b1)
+            continue
         for b in range(b0, b1):
             start = post_lo + b * block
             n_b = min(block, post_hi - start)

@@ -87,3 +87,20 @@ def test_workflow_out_of_core_matches_in_memory(tmp_path) -> None:
         spikes[ooc] = read_spikes(summary["spikes"])[1]
     assert (tmp_path / "out-True" / "state.zarr").exists() and len(spikes[True]) > 300
     np.testing.assert_array_equal(spikes[True], spikes[False])
+
+
+def test_stored_connectivity_streams_too(tmp_path) -> None:
+    net = brunel_network(3000, rule="fixed_indegree", seed=2, v_init={"uniform": [10.0, 20.0]}, chunk=1024,
+                         epsilon=0.1)
+    assert net.connectivity == "stored"
+    simulate(net, 12, spikes_url=str(tmp_path / "mem.zarr"), connectivity_url=str(tmp_path / "c"), progress=False)
+    res = simulate(net, 12, spikes_url=str(tmp_path / "s.zarr"), connectivity_url=str(tmp_path / "c2"),
+                   stream_state_url=str(tmp_path / "st.zarr"), progress=False)
+    assert res["reports"] == [] and len(res["windows"]) == 8
+    _, i_mem, _ = read_spikes(str(tmp_path / "mem.zarr"))
+    t, i, _ = read_spikes(str(tmp_path / "s.zarr"))
+    assert len(i) > 1000
+    np.testing.assert_array_equal(i, i_mem)
+    with pytest.raises(ValueError, match="record_v"):
+        simulate(net, 1, spikes_url=str(tmp_path / "x.zarr"), connectivity_url=str(tmp_path / "c2"),
+                 stream_state_url=str(tmp_path / "st2.zarr"), record_v=[0], progress=False)

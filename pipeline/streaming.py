@@ -24,9 +24,16 @@ import numpy as np
 
 from .network import Plan
 from .recording import SpikeRecorder
-from .simulation import EMPTY_CONN, _chunk_args, _gather, _init_chunk, _window_task, chunk_connectivity
+from .simulation import (
+    EMPTY_CONN,
+    _chunk_args,
+    _gather,
+    _init_chunk,
+    _window_task,
+    chunk_connectivity,
+)
 
-__all__ = ["simulate_streaming", "create_stream_state", "STREAM_VARS"]
+__all__ = ["STREAM_VARS", "create_stream_state", "simulate_streaming"]
 
 STREAM_VARS = ("v", "u", "g", "ref", "ring")
 

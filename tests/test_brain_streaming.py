@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from neurochunk.pipeline.network import brunel_network
 from neurochunk.pipeline.recording import read_spikes, simulate
 from neurochunk.pipeline.streaming import simulate_streaming
@@ -69,7 +68,6 @@ def test_workflow_out_of_core_matches_in_memory(tmp_path) -> None:
     from pathlib import Path
 
     import yaml
-
     from neurochunk.workflows.run import run_config
 
     configs = Path(__file__).resolve().parents[1] / "workflows" / "configs"
@@ -98,7 +96,7 @@ def test_stored_connectivity_streams_too(tmp_path) -> None:
                    stream_state_url=str(tmp_path / "st.zarr"), progress=False)
     assert res["reports"] == [] and len(res["windows"]) == 8
     _, i_mem, _ = read_spikes(str(tmp_path / "mem.zarr"))
-    t, i, _ = read_spikes(str(tmp_path / "s.zarr"))
+    _, i, _ = read_spikes(str(tmp_path / "s.zarr"))
     assert len(i) > 1000
     np.testing.assert_array_equal(i, i_mem)
     with pytest.raises(ValueError, match="record_v"):

@@ -50,3 +50,20 @@ def test_custom_network_errors_name_the_field(tmp_path) -> None:
                    projections=[{"name": "AB", "pre": "A", "post": "B", "receptor": "ge", "weight": 1.0, "p": 0.1}])
     with pytest.raises(ConfigError, match="params.*projection 'AB'.*no population 'B'"):
         prepare(path)
+
+
+def test_brain_run_publishes_steps_and_rates_on_the_dashboard(tmp_path) -> None:
+    from neurochunk.cluster import connect
+    from neurochunk.cluster.dashboard import METADATA_KEY
+
+    client = connect({"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": "127.0.0.1:0"},
+                     quiet=True)
+    try:
+        summary = run_config(_config(tmp_path, duration_ms=200), client=client)
+        sim = client.get_metadata([METADATA_KEY, "values", "simulation"])
+    finally:
+        client.close()
+    assert sim["steps_done"] == sim["n_steps"] == 2000 and sim["dt_ms"] == 0.1
+    assert set(sim["rates_hz"]) == {"E", "I"}
+    assert all(0 < r < 200 for r in sim["rates_hz"].values())
+    assert summary["n_spikes"] > 0

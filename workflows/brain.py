@@ -86,6 +86,21 @@ def network_from_params(p: dict[str, Any]) -> Network:
     return Network(pops, projs, dt=p["dt"], seed=p["seed"], chunk=chunk or n, connectivity=p["connectivity"])
 
 
+def _dashboard_publisher(net: Network, p: dict[str, Any], client: Any) -> Any:
+    """Publish steps done and each population's rate over the last batch on the neurochunk dashboard page."""
+    from neurochunk.cluster.dashboard import simulation_publisher
+
+    offsets = np.cumsum([0] + [pop.n for pop in net.populations])
+
+    def rates(report: Any, state: Any) -> dict[str, float]:
+        _, gids = report.outputs["spikes"]
+        counts = np.histogram(np.asarray(gids), bins=offsets)[0]
+        seconds = report.n_steps * p["dt"] / 1000.0
+        return {pop.name: float(c) / (pop.n * seconds) for pop, c in zip(net.populations, counts, strict=True)}
+
+    return simulation_publisher(client, int(round(p["duration_ms"] / p["dt"])), rates, dt_ms=p["dt"])
+
+
 def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     """Simulate, then report rates and CV per population and the PNG paths."""
     p = cfg["params"]
@@ -93,6 +108,7 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     net = network_from_params(p)
     res = simulate(net, p["duration_ms"], spikes_url=str(out / "spikes.zarr"), client=client,
+                   on_batch=None if client is None or p["out_of_core"] else _dashboard_publisher(net, p, client),
                    checkpoint_url=str(out / "checkpoint.zarr") if p["checkpoint_every_ms"] or p["resume"] else None,
                    checkpoint_every_ms=p["checkpoint_every_ms"], resume=p["resume"], batch_ms=p["batch_ms"],
                    connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True),

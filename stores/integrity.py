@@ -89,7 +89,7 @@ class NamingCodecPipeline(BatchedCodecPipeline):
         rest = []
         for item in batch_info:
             byte_getter, chunk_spec, chunk_selection, out_selection, _ = item
-            store = byte_getter.store
+            store = getattr(byte_getter, "store", None)  # a shard's inner chunks have no store of their own
             if not (isinstance(store, TieredStore) and store.config.decoded_bytes):
                 rest.append(item)
                 continue
@@ -121,9 +121,9 @@ async def _locate(batch_info: list[tuple[Any, ...]], exc: BaseException) -> None
             continue
         ok, stored, computed = crc32c_ok(buf.to_bytes())
         if not ok:
-            key = byte_getter.path
-            raise ChunkCorruptionError(str(byte_getter.store), array_of_chunk_key(key) or "/", key,
-                                       stored, computed) from exc
+            key = str(getattr(byte_getter, "path", "") or "a chunk inside a shard")
+            where = str(getattr(byte_getter, "store", "") or "a sharded array")
+            raise ChunkCorruptionError(where, array_of_chunk_key(key) or "/", key, stored, computed) from exc
 
 
 register_pipeline(NamingCodecPipeline)

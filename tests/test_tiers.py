@@ -163,3 +163,13 @@ def test_decoded_tier_still_names_corrupted_chunks(tmp_path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ChunkCorruptionError, match="'v/c/3'"):
         ds["v"][:]
+
+
+@pytest.mark.parametrize("decoded", [0, 1 << 20])
+def test_sharded_arrays_read_through_tiers(tmp_path, decoded: int) -> None:
+    ds = Dataset.create(tmp_path / "s.zarr", "neuron_state", tiers=TierConfig(ram_bytes=1 << 20, decoded_bytes=decoded))
+    values = np.arange(4000, dtype="f4")
+    ds.create_array("v", values.shape, values.dtype, chunks=(100,), shards=(1000,), dims=("neuron",))[:] = values
+    again = Dataset.open(tmp_path / "s.zarr", tiers=TierConfig(ram_bytes=1 << 20, decoded_bytes=decoded))
+    np.testing.assert_array_equal(again["v"][:], values)
+    np.testing.assert_array_equal(again["v"][150:2150], values[150:2150])

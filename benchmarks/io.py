@@ -113,6 +113,11 @@ def write_read(gib: float, workdir: Path, trials: int = 3) -> None:
     orr = 100 * (best["plain zarr"][1] / best["neurochunk"][1] - 1)
     print(f"{'raw disk':<12} {'':>5} {raw_w:>11.3f} {raw_r:>10.3f}   (dd, 16 MiB blocks; read may hit page cache)")
     print(f"neurochunk overhead over plain zarr (best of {trials}): write {ow:+.1f}%  read {orr:+.1f}%")
+    med = {name: (float(np.median([w for nm, _, w, _, _ in rows if nm == name])),
+                  float(np.median([r for nm, _, _, r, _ in rows if nm == name]))) for name in best}
+    print(f"neurochunk overhead over plain zarr (median of {trials}): "
+          f"write {100 * (med['plain zarr'][0] / med['neurochunk'][0] - 1):+.1f}%  "
+          f"read {100 * (med['plain zarr'][1] / med['neurochunk'][1] - 1):+.1f}%")
     print(f"load average during the run: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 

@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import zarr
 from neurochunk.stores import CommitInfo, Dataset
+from neurochunk.stores.arrays import create_named_array
 
 __all__ = ["read_array", "write_array", "commit_arrays", "check_aligned", "regular_chunks"]
 
@@ -54,20 +55,14 @@ def write_array(x: da.Array | np.ndarray, target: Dataset | zarr.Group, name: st
     """
     x = da.asarray(x)
     chunks = tuple(chunks) if chunks else regular_chunks(x.chunks)
-    if isinstance(target, Dataset):
-        arr = target.create_array(name, x.shape, x.dtype, chunks=chunks, dims=dims, codec=codec,
-                                  overwrite=overwrite, fill_value=fill_value)
-        where = f"array {name!r} of {target.url}"
-    else:
-        from neurochunk.stores.arrays import create_named_array
-
-        arr = create_named_array(target, str(target.store), name, x.shape, x.dtype, chunks=chunks, dims=dims,
-                                 codec=codec, overwrite=overwrite, fill_value=fill_value)
-        where = f"array {name!r}"
+    group, where = (target.group, str(target.url)) if isinstance(target, Dataset) else (target, str(target.store))
+    arr = create_named_array(group, where, name, x.shape, x.dtype, chunks=chunks, dims=dims, codec=codec,
+                             overwrite=overwrite, fill_value=fill_value)
+    stored = arr.shards or arr.chunks
     try:
-        check_aligned(x.chunks, arr.shards or arr.chunks, where)
+        check_aligned(x.chunks, stored, name)
     except ValueError:
-        x = x.rechunk(arr.shards or arr.chunks)
+        x = x.rechunk(stored)
     return da.store(x, arr, lock=False, compute=compute)
 
 

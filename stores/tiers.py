@@ -198,13 +198,13 @@ class TieredStore(WrapperStore[Store]):
                 st.ram.move_to_end(key)
             return value
 
-    def _ram_put(self, key: str, value: bytes) -> list[str]:
-        """Insert; return dirty keys that were evicted and need flushing."""
+    def _ram_put(self, key: str, value: bytes) -> list[tuple[str, bytes]]:
+        """Insert; return the evicted dirty ``(key, value)`` pairs that no disk tier holds and must be flushed."""
         budget = self.config.ram_bytes
         if budget == 0 or len(value) > budget:
             return []
         st = self._state
-        evicted_dirty = []
+        evicted_dirty: list[tuple[str, bytes]] = []
         with st.lock:
             old = st.ram.pop(key, None)
             if old is not None:
@@ -217,7 +217,7 @@ class TieredStore(WrapperStore[Store]):
                     evicted_dirty.append((k, v))
             st.ram[key] = value
             st.ram_held += len(value)
-        return evicted_dirty  # type: ignore[return-value]
+        return evicted_dirty
 
     def _ram_drop(self, key: str) -> None:
         st = self._state
@@ -387,7 +387,7 @@ class TieredStore(WrapperStore[Store]):
         if self.config.ram_bytes:
             evicted = self._ram_put(key, value)
             self._state.stats["ram"].bytes_written += len(value)
-            for k, v in evicted:  # type: ignore[misc]
+            for k, v in evicted:
                 await self._push_origin(k, v)
 
     async def get_partial_values(

@@ -9,9 +9,12 @@ advances the chunk ``min_delay`` steps with the same window kernel as the
 in-memory path, writes the chunk (chunk-aligned) to the other buffer and
 returns only its spikes. The driver records the window's spikes, then flips the
 ``current`` attribute: a failure at any point leaves the current buffer whole,
-and the spikes not yet delivered into it are the tail of the spikes dataset,
-which a resumed run reads back. Peak memory is about three chunk states per
-worker thread (read, working copy, written), whatever the network's size.
+and the spikes not yet delivered into it are the tail of the spikes dataset.
+Tasks read those spikes from the spikes dataset themselves, in pieces of at
+most ``spike_piece`` spikes delivered one after another (integer ring-buffer
+additions, so the order does not matter), so no worker ever holds a whole
+window's spikes: peak memory is about three chunk states per worker thread
+(read, working copy, written) plus one piece, whatever the network's size.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import dask
 import numpy as np
+from neurochunk.kernels.procedural import deliver_many
 
 from .network import Plan
 from .recording import SpikeRecorder
@@ -78,13 +82,35 @@ def _init_task(url: str, plan: Plan, c: int, buf: str) -> int:
     return hi - lo
 
 
+def _deliver_pending(plan: Plan, c: int, conn: tuple[np.ndarray, ...], ring: np.ndarray, spikes_url: str,
+                     pending: tuple[int, int], piece: int) -> np.ndarray:
+    """Chunk ``c``'s ring buffer with the spikes ``pending`` of the spikes dataset delivered, piece by piece."""
+    from neurochunk.stores import Dataset
+
+    a, b = pending
+    if b <= a:
+        return ring
+    spikes = Dataset.open(spikes_url, kind="spikes")
+    dt = float(spikes.attrs["dt"])
+    _, lo, seed, pint, pflt, block = _chunk_args(plan, c)
+    hi = lo + ring.shape[0]
+    work = np.ascontiguousarray(ring.transpose(1, 2, 0))
+    for start in range(a, b, piece):
+        stop = min(b, start + piece)
+        steps = np.rint(np.asarray(spikes["t"][start:stop]) / dt).astype(np.int64)
+        gids = np.asarray(spikes["neuron"][start:stop], np.int64)
+        deliver_many(steps, gids, lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
+    return np.ascontiguousarray(work.transpose(2, 0, 1))
+
+
 def _stream_task(url: str, plan: Plan, c: int, src: str, dst: str, conn: tuple[np.ndarray, ...],
-                 incoming: tuple[np.ndarray, np.ndarray] | None, s0: int, n_steps: int
+                 spikes_url: str, pending: tuple[int, int], piece: int, s0: int, n_steps: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     ds = _open(url)
     lo, hi = plan.chunks[c]
     state = [np.asarray(ds[f"{name}_{src}"][lo:hi]) for name in STREAM_VARS]
-    out = _window_task(_chunk_args(plan, c), conn, *state, incoming, s0, n_steps)
+    state[4] = _deliver_pending(plan, c, conn, state[4], spikes_url, pending, piece)
+    out = _window_task(_chunk_args(plan, c), conn, *state, None, s0, n_steps)
     del state
     for name, arr in zip(STREAM_VARS, out[:5], strict=True):
         ds[f"{name}_{dst}"][lo:hi] = arr
@@ -99,13 +125,16 @@ def _compute(tasks: list[Any], client: Any) -> list[Any]:
 
 def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_url: str, client: Any = None,
                        resume: bool = False, loaders: list[Any] | None = None, codec: str | None = "lz4",
-                       progress: bool = True, on_window: Any = None) -> dict[str, Any]:
+                       progress: bool = True, on_window: Any = None, spike_piece: int = 1 << 20
+                       ) -> dict[str, Any]:
     """Run ``net`` out-of-core until ``duration_ms``, state streamed through ``state_url`` every window.
 
     Gives the spikes of :func:`pipeline.recording.simulate` on the same network (any chunking).
     With ``resume`` it continues from the last completed window of ``state_url`` (after a
     failure, or to run longer), forgetting spikes recorded after it.
     ``on_window(step, n_spikes)`` is called after each window is recorded and made current.
+    Each task reads the previous window's spikes from ``spikes_url`` in pieces of at most
+    ``spike_piece`` spikes (16 bytes each).
 
     Returns
     -------
@@ -118,6 +147,8 @@ def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_u
     if plan.net.connectivity == "stored" and loaders is None:
         raise ValueError("a network with connectivity: stored needs its connectivity loaders to stream")
     total = int(round(duration_ms / plan.dt))
+    if int(spike_piece) < 1:
+        raise ValueError(f"spike_piece must be a positive number of spikes, not {spike_piece}")
     ds = None
     if resume:
         try:
@@ -133,14 +164,11 @@ def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_u
         recorder = SpikeRecorder.create(spikes_url, plan)
         _compute([dask.delayed(_init_task)(state_url, plan, c, "a") for c in range(len(plan.chunks))], client)
         ds.update_attrs(step=0, current="a", pending=[0, 0])
-        incoming = None
     else:
         recorder = SpikeRecorder(Dataset.open(spikes_url, kind="spikes", mode="r+"))
-        a, b = (int(x) for x in ds.attrs["pending"])
-        recorder.truncate(b, int(ds.attrs["step"]))
-        t = np.asarray(recorder.ds["t"][a:b])
-        incoming = (np.rint(t / plan.dt).astype(np.int64), np.asarray(recorder.ds["neuron"][a:b]))
+        recorder.truncate(int(ds.attrs["pending"][1]), int(ds.attrs["step"]))
     step, cur = int(ds.attrs["step"]), str(ds.attrs["current"])
+    pending = tuple(int(x) for x in ds.attrs["pending"])
     width = plan.min_delay
     conns = [chunk_connectivity(plan, loaders, c) if loaders is not None else EMPTY_CONN
              for c in range(len(plan.chunks))]
@@ -154,18 +182,16 @@ def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_u
         t0 = time.perf_counter()
         k = min(width, total - step)
         nxt = "b" if cur == "a" else "a"
-        inc = None
-        if incoming is not None:  # one copy per worker, not one per task (millions of spikes at large sizes)
-            inc = client.scatter(incoming, broadcast=True) if client is not None else dask.delayed(incoming,
-                                                                                                   traverse=False)
-        tasks = [dask.delayed(_stream_task, pure=False)(state_url, plan, c, cur, nxt, conns[c], inc, step, k)
+        tasks = [dask.delayed(_stream_task, pure=False)(state_url, plan, c, cur, nxt, conns[c], spikes_url, pending,
+                                                        int(spike_piece), step, k)
                  for c in range(len(plan.chunks))]
         steps, gids = _gather(*_compute(tasks, client))
         before = recorder.n_spikes
         recorder.append(steps, gids, step + k)
         step += k
-        ds.update_attrs(current=nxt, step=step, pending=[before, recorder.n_spikes])
-        cur, incoming = nxt, (steps, gids)
+        pending = (before, recorder.n_spikes)
+        ds.update_attrs(current=nxt, step=step, pending=list(pending))
+        cur = nxt
         walls.append(time.perf_counter() - t0)
         if bar is not None:
             bar.update(k)

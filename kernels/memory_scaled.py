@@ -143,13 +143,30 @@ def _window(base: np.ndarray, g0: float, factors: np.ndarray, edges: np.ndarray,
         while i < finite.shape[0] and (np.int64(np.uint64(np.float64(finite[i]).view(np.uint64))) >> shift) - key0 < c:
             i += 1
         table[c] = i
-    n = base.shape[0]
     cnt = np.zeros(bnd.shape[0] + 1, np.int64)
-    for p in range(n):
-        q = _bucket(base[p], bnd, table, key0, shift)
-        bk[p] = q
-        cnt[q] += 1
+    _rebucket(base, bnd, table, key0, shift, bk, cnt)
     return bnd, rank, table, key0, shift, bk, cnt
+
+
+@numba.njit(nogil=True, cache=True)
+def _rebucket(base: np.ndarray, bnd: np.ndarray, table: np.ndarray, key0: np.int64, shift: np.int64,
+              bk: np.ndarray, cnt: np.ndarray) -> None:
+    """Every memory's bucket (as :func:`_bucket`) and the bucket counts, in chunks: the table lookups of a
+    chunk first (independent), then the rare walks past a cell's first boundary."""
+    n, nb, ncell = base.shape[0], bnd.shape[0], table.shape[0]
+    chunk = 1024
+    first = np.empty(chunk, np.int64)
+    for c in range(0, n, chunk):
+        e = min(n, c + chunk)
+        for p in range(c, e):
+            key = np.int64(np.uint64(np.float64(base[p]).view(np.uint64)) >> np.uint64(shift)) - key0
+            first[p - c] = table[min(max(key, 0), ncell - 1)]
+        for p in range(c, e):
+            i, b = first[p - c], base[p]
+            while i < nb and bnd[i] <= b:
+                i += 1
+            bk[p] = i
+            cnt[i] += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -180,7 +197,9 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
     nbk = np.uint64(starts.shape[0] - 1)
     n = ids.shape[0]
     nd = rids.shape[0]
-    # short loops of independent loads, so many cache misses are in flight at once
+    # short loops of independent loads, so many cache misses are in flight at once: the first touches every
+    # draw's bucket of records (one miss each), the search then runs on cached lines
+    touch = np.uint64(0)
     for r in range(nd):
         q = rids[r]
         rpos[r] = -1
@@ -189,8 +208,12 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         bq = (q - lo) >> sh
         if bq >= nbk:
             continue
-        rpos[r] = starts[bq]
-        rend[r] = starts[bq + np.uint64(1)]
+        a = starts[bq]
+        e = starts[bq + np.uint64(1)]
+        rpos[r] = a
+        rend[r] = e
+        if e > a:
+            touch ^= ids[a] ^ ids[e - 1]
     for r in range(nd):
         a = rpos[r]
         if a < 0:
@@ -234,6 +257,10 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
             h = (h + 1) & mask
         slot_acc[s] += np.float64(rdeltas[r])
         slot_occ[s] += 1
+    # the updates in three passes: new bases (independent), bucket moves (table and count lookups in cache),
+    # then the compensated sum of the changes (the only loop-carried dependency)
+    nb = bnd.shape[0]
+    ncell = table.shape[0]
     for s in range(m):
         p = slot_pos[s]
         b0 = base[p]
@@ -242,11 +269,22 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         base[p] = b1
         count[p] += slot_occ[s]
         last[p] = t
-        qb = _bucket(b1, bnd, table, key0, shift)
+        slot_acc[s] = b1 - b0
+        key = np.int64(np.uint64(np.float64(b1).view(np.uint64)) >> np.uint64(shift)) - key0
+        rend[s] = 0 if key < 0 else table[min(key, ncell - 1)]
+    for s in range(m):
+        p = slot_pos[s]
+        b1 = base[p]
+        i = rend[s]
+        while i < nb and bnd[i] <= b1:
+            i += 1
         cnt[bk[p]] -= 1
-        cnt[qb] += 1
-        bk[p] = qb
-        total, comp = _neumaier(total, comp, b1 - b0)
+        cnt[i] += 1
+        bk[p] = i
+    for s in range(m):
+        total, comp = _neumaier(total, comp, slot_acc[s])
+    if touch == np.uint64(1):  # keeps the touching loads; practically never true
+        comp += 0.0
     return m, total, comp
 
 

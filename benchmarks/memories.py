@@ -261,6 +261,8 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
             bank.staging_dir = root
             bank.ingest_batches(batches())
             ingest_s = time.perf_counter() - t0
+            print(f"ingested in {ingest_s:.1f} s; peak RSS per worker so far "
+                  f"{[round(v / 2**30, 2) for v in client.run(_peak_rss).values()]} GiB", flush=True)
             src = KeyedSource(seed=1, id_seed=0, n_pool=n, n_draws=n // 100)
             rep = bank.run_epoch(args.iterations, src, decay_rate=0.01, commit_every=args.iterations,
                                  resident=False, progress=True)
@@ -275,9 +277,43 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
         print(f"| bytes read from disk in the epoch | {rep.bytes_read / 2**30:.2f} GiB (decoded) |")
         print(f"| stored on disk (all kept commits) | {stored / 2**30:.2f} GiB |")
         print(f"| peak RSS per worker | {', '.join(f'{v / 2**30:.2f} GiB' for v in peaks.values())} |")
+        print(f"| peak RSS of the driver | {_peak_rss() / 2**30:.2f} GiB |")
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def gpu_check(n: int, iters: int) -> None:
+    """The GPU lazily scaled iterations against the CPU ones (numba; equal to the numpy reference by the tests)."""
+    import cupy as cp
+    from neurochunk.kernels.memory_scaled import ScaledPartition
+    from neurochunk.kernels.memory_scaled_gpu import ScaledPartitionGPU
+
+    k, bins = 100, 64
+    ids = np.sort(K.keyed_ids(0, n))
+    s0 = np.random.default_rng(0).random(n, dtype=np.float32)
+    count, last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    t0 = time.perf_counter()
+    cpu = ScaledPartition(ids, s0, count, last, k, bins)
+    want = cpu.run(0, iters, 0.01, KeyedSource(seed=1, id_seed=0, n_pool=n, n_draws=n // 100, max_delta=0.2))
+    cpu_s = time.perf_counter() - t0
+    gpu = ScaledPartitionGPU(cp.asarray(ids), cp.asarray(s0), k, bins)
+    got = gpu.run(0, iters, 0.01, 1, 0, n, n // 100, 0.2)
+    checks = {
+        "visible strengths": np.array_equal(cp.asnumpy(gpu.strength()), cpu.strength()),
+        "counts": np.array_equal(cp.asnumpy(gpu.count), count),
+        "last steps": np.array_equal(cp.asnumpy(gpu.last_step), last),
+        "histogram": np.array_equal(got["hist"], want["hist"]),
+        "maxima": np.array_equal(got["maxima"], want["maxima"]),
+        "top-100 ids": np.array_equal(got["top_i"], want["top_i"]),
+        "top-100 strengths": np.array_equal(got["top_s"], want["top_s"].astype(np.float32)),
+    }
+    print(f"# GPU vs CPU (numba ScaledPartition, {cpu_s:.1f} s), {n:,} memories, {iters} iterations: "
+          + ", ".join(f"{a} {'equal' if v else 'DIFFERENT'}" for a, v in checks.items())
+          + f"; max |sum difference| {np.abs(got['sums'] - want['sums']).max():.2e} (bound {n * 2.0**-25:.2e}); "
+          f"GPU iterations flagged invalid: {got['invalid']}\n", flush=True)
+    del gpu
+    cp.get_default_memory_pool().free_all_blocks()
 
 
 def main() -> None:
@@ -294,6 +330,7 @@ def main() -> None:
     if args.scenario == "gpu-scaled":
         from neurochunk.kernels.memory_scaled_gpu import benchmark as scaled_benchmark
 
+        gpu_check(int(args.sizes.split(",")[0]), 16)
         scaled_benchmark([int(x) for x in args.sizes.split(",")], iterations=args.iterations)
         return
     if args.scenario == "gpu":

@@ -103,7 +103,18 @@ def run_window_slot_major(models, prms, ref_steps, quanta, offsets, lams, pois_c
     out_s = np.empty(cap, np.int64)
     out_i = np.empty(cap, np.int64)
     n_out = 0
-    flags = np.zeros(n, np.bool_)
+    # the update loops run over contiguous float32 columns: g's two receptors apart while the window runs
+    uses_g = False
+    for pop in range(models.shape[0]):
+        if models[pop] <= 1 and min(hi, offsets[pop + 1]) > max(lo, offsets[pop]):
+            uses_g = True
+    gw = np.empty((2, n if uses_g else 0), np.float32)
+    if uses_g:
+        for i in range(n):
+            gw[0, i] = g[i, 0]
+            gw[1, i] = g[i, 1]
+    flags = np.zeros((n + 7) // 8 * 8, np.uint8)
+    words = flags.view(np.uint64)
     for s in range(s0, s0 + n_steps):
         slot = s % n_slots
         first_spike = n_out
@@ -116,35 +127,52 @@ def run_window_slot_major(models, prms, ref_steps, quanta, offsets, lams, pois_c
             if lams[pop] > 0.0:
                 _poisson_input(ring, slot, pois_r[pop], pois_wq[pop], pois_cdf[pop], seed, pop, lo, i0, i1, s)
             q0, q1, prm, m = quanta[pop, 0], quanta[pop, 1], prms[pop], models[pop]
+            x0, x1, f = ring[slot, 0, i0:i1], ring[slot, 1, i0:i1], flags[i0:i1]
             if m == 0:
-                _lif_coba(prm, q0, q1, ref_steps[pop], v, g, ref, ring, slot, i0, i1, flags)
+                _lif_coba(prm, q0, q1, np.int32(ref_steps[pop]), v[i0:i1], gw[0, i0:i1], gw[1, i0:i1], ref[i0:i1],
+                          x0, x1, f)
             elif m == 1:
-                _lif_cuba_exp(prm, q0, q1, ref_steps[pop], v, g, ref, ring, slot, i0, i1, flags)
+                _lif_cuba_exp(prm, q0, q1, np.int32(ref_steps[pop]), v[i0:i1], gw[0, i0:i1], gw[1, i0:i1],
+                              ref[i0:i1], x0, x1, f)
             elif m == 2:
-                _lif_cuba_delta(prm, q0, q1, ref_steps[pop], v, ref, ring, slot, i0, i1, flags)
+                _lif_cuba_delta(prm, q0, q1, np.int32(ref_steps[pop]), v[i0:i1], ref[i0:i1], x0, x1, f)
             else:
-                _izhikevich(prm, q0, q1, ref_steps[pop], v, u, ref, ring, slot, i0, i1, flags)
-        n_new = _count(flags)
+                _izhikevich(prm, q0, q1, np.int32(ref_steps[pop]), v[i0:i1], u[i0:i1], ref[i0:i1], x0, x1, f)
+        n_new = _count(words)
+        if n_new == 0:
+            continue
         if n_out + n_new > cap:
             cap = max(2 * cap, n_out + n_new)
             out_s, out_i = _grown(out_s, n_out, cap), _grown(out_i, n_out, cap)
-        n_out = _collect(flags, s, lo, out_s, out_i, n_out)
+        n_out = _collect(words, flags, s, lo, out_s, out_i, n_out)
         # deliver after the whole chunk has stepped: a spike never reaches a neuron within its own step
-        if n_out > first_spike:
-            deliver_many(out_s[first_spike:n_out], out_i[first_spike:n_out], -1, -1, pint, pflt, seed, block, lo, hi,
-                         ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
+        deliver_many(out_s[first_spike:n_out], out_i[first_spike:n_out], -1, -1, pint, pflt, seed, block, lo, hi,
+                     ring, n_slots, ptr_all, ptr_off, cols, cwq, cdl)
+    if uses_g:
+        for i in range(n):
+            g[i, 0] = gw[0, i]
+            g[i, 1] = gw[1, i]
     return out_s[:n_out].copy(), out_i[:n_out].copy()
 
 
 _kernel = numba.njit(nogil=True, cache=True)
 
 
+_LANES8 = np.uint64(0x00FF00FF00FF00FF)
+_LANES16 = np.uint64(0x0001000100010001)
+
+
 @_kernel
-def _count(flags):
-    c = 0
-    for f in flags:
-        c += f
-    return c
+def _count(words):
+    """Spikes flagged this step (flags are 0/1 bytes, read 8 at a time)."""
+    total = 0
+    for a in range(0, words.shape[0], 255):  # a byte lane holds at most 255
+        c = np.uint64(0)
+        for x in range(a, min(a + 255, words.shape[0])):
+            c += words[x]
+        c = (c & _LANES8) + ((c >> np.uint64(8)) & _LANES8)
+        total += np.int64((c * _LANES16) >> np.uint64(48))
+    return total
 
 
 @_kernel
@@ -155,12 +183,14 @@ def _grown(a, n, cap):
 
 
 @_kernel
-def _collect(flags, s, lo, out_s, out_i, n_out):
-    for i in range(flags.shape[0]):
-        if flags[i]:
-            out_s[n_out] = s
-            out_i[n_out] = lo + i
-            n_out += 1
+def _collect(words, flags, s, lo, out_s, out_i, n_out):
+    for w in range(words.shape[0]):
+        if words[w] != 0:
+            for i in range(8 * w, 8 * w + 8):
+                if flags[i]:
+                    out_s[n_out] = s
+                    out_i[n_out] = lo + i
+                    n_out += 1
     return n_out
 
 
@@ -171,101 +201,92 @@ def _poisson_input(ring, slot, r, wq, cdf, seed, pop, lo, i0, i1, s):
         ring[slot, r, i] += poisson_table(mix64(base ^ np.uint64(lo + i)), s, cdf) * wq
 
 
-@_kernel
-def _take(ring, slot, i, q0, q1):
-    a0 = ring[slot, 0, i]
-    a1 = ring[slot, 1, i]
-    ring[slot, 0, i] = 0
-    ring[slot, 1, i] = 0
-    return np.float32(a0) * q0, np.float32(a1) * q1
-
+# The update loops are branch-free (the refractory and spike cases are selects) so that LLVM vectorises
+# them; each computes in float32 in the GPU twin's order (no fused multiply-add), so results do not change.
 
 @_kernel
-def _lif_coba(prm, q0, q1, ref_steps, v, g, ref, ring, slot, i0, i1, flags):
-    for i in range(i0, i1):
-        x0, x1 = _take(ring, slot, i, q0, q1)
-        ge = g[i, 0] + x0
-        gi = g[i, 1] + x1
+def _lif_coba(prm, q0, q1, ref_steps, v, g0, g1, ref, x0, x1, flags):
+    c, gl, el, vt, vr, ee, ei, ke, ki, iext = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7], \
+        prm[8], prm[9]
+    for i in range(v.shape[0]):
+        ge = g0[i] + np.float32(x0[i]) * q0
+        gi = g1[i] + np.float32(x1[i]) * q1
+        x0[i] = 0
+        x1[i] = 0
         vi = v[i]
         r = ref[i]
-        if r == 0:
-            vi = vi + prm[0] * (prm[1] * (prm[2] - vi) + ge * (prm[5] - vi) + gi * (prm[6] - vi) + prm[9])
-        else:
-            r -= 1
-        g[i, 0] = ge - ge * prm[7]
-        g[i, 1] = gi - gi * prm[8]
-        f = r == 0 and vi > prm[3]
-        if f:
-            vi = prm[4]
-            r = ref_steps
+        vn = vi + c * (gl * (el - vi) + ge * (ee - vi) + gi * (ei - vi) + iext)
+        vi = vn if r == 0 else vi
+        r = r - np.int32(r != 0)
+        g0[i] = ge - ge * ke
+        g1[i] = gi - gi * ki
+        f = (r == 0) & (vi > vt)
+        v[i] = vr if f else vi
+        ref[i] = ref_steps if f else r
         flags[i] = f
-        ref[i] = r
-        v[i] = vi
 
 
 @_kernel
-def _lif_cuba_exp(prm, q0, q1, ref_steps, v, g, ref, ring, slot, i0, i1, flags):
-    for i in range(i0, i1):
-        x0, x1 = _take(ring, slot, i, q0, q1)
-        ie = g[i, 0] + x0
-        ii = g[i, 1] + x1
+def _lif_cuba_exp(prm, q0, q1, ref_steps, v, g0, g1, ref, x0, x1, flags):
+    c, el, vt, vr, ke, ki, ri = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6]
+    for i in range(v.shape[0]):
+        ie = g0[i] + np.float32(x0[i]) * q0
+        ii = g1[i] + np.float32(x1[i]) * q1
+        x0[i] = 0
+        x1[i] = 0
         vi = v[i]
         r = ref[i]
-        if r == 0:
-            vi = vi + prm[0] * ((prm[1] - vi) + ie + ii + prm[6])
-        else:
-            r -= 1
-        g[i, 0] = ie - ie * prm[4]
-        g[i, 1] = ii - ii * prm[5]
-        f = r == 0 and vi > prm[2]
-        if f:
-            vi = prm[3]
-            r = ref_steps
+        vn = vi + c * ((el - vi) + ie + ii + ri)
+        vi = vn if r == 0 else vi
+        r = r - np.int32(r != 0)
+        g0[i] = ie - ie * ke
+        g1[i] = ii - ii * ki
+        f = (r == 0) & (vi > vt)
+        v[i] = vr if f else vi
+        ref[i] = ref_steps if f else r
         flags[i] = f
-        ref[i] = r
-        v[i] = vi
 
 
 @_kernel
-def _lif_cuba_delta(prm, q0, q1, ref_steps, v, ref, ring, slot, i0, i1, flags):
-    for i in range(i0, i1):
-        x0, x1 = _take(ring, slot, i, q0, q1)
+def _lif_cuba_delta(prm, q0, q1, ref_steps, v, ref, x0, x1, flags):
+    decay, el, vt, vr, drive = prm[0], prm[1], prm[2], prm[3], prm[4]
+    for i in range(v.shape[0]):
+        a0 = np.float32(x0[i]) * q0
+        a1 = np.float32(x1[i]) * q1
+        x0[i] = 0
+        x1[i] = 0
         vi = v[i]
         r = ref[i]
-        if r == 0:
-            vi = vi + x0 + x1
-            vi = prm[1] + (vi - prm[1]) * prm[0] + prm[4]
-        else:
-            r -= 1
-        f = r == 0 and vi > prm[2]
-        if f:
-            vi = prm[3]
-            r = ref_steps
+        vn = vi + a0 + a1
+        vn = el + (vn - el) * decay + drive
+        vi = vn if r == 0 else vi
+        r = r - np.int32(r != 0)
+        f = (r == 0) & (vi > vt)
+        v[i] = vr if f else vi
+        ref[i] = ref_steps if f else r
         flags[i] = f
-        ref[i] = r
-        v[i] = vi
 
 
 @_kernel
-def _izhikevich(prm, q0, q1, ref_steps, v, u, ref, ring, slot, i0, i1, flags):
-    for i in range(i0, i1):
-        x0, x1 = _take(ring, slot, i, q0, q1)
-        vi = v[i] + x0 + x1
+def _izhikevich(prm, q0, q1, ref_steps, v, u, ref, x0, x1, flags):
+    dt, a, b, c, d, vpeak, iext = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6]
+    for i in range(v.shape[0]):
+        a0 = np.float32(x0[i]) * q0
+        a1 = np.float32(x1[i]) * q1
+        x0[i] = 0
+        x1[i] = 0
+        vi = v[i] + a0 + a1
         ui = u[i]
         r = ref[i]
-        if r == 0:
-            dv = np.float32(0.04) * vi * vi + np.float32(5.0) * vi + np.float32(140.0) - ui + prm[6]
-            du = prm[1] * (prm[2] * vi - ui)
-            vi = vi + prm[0] * dv
-            ui = ui + prm[0] * du
-        else:
-            r -= 1
-        f = r == 0 and vi >= prm[5]
-        if f:
-            vi = prm[3]
-            ui = ui + prm[4]
-            r = ref_steps
+        dv = np.float32(0.04) * vi * vi + np.float32(5.0) * vi + np.float32(140.0) - ui + iext
+        du = a * (b * vi - ui)
+        vn = vi + dt * dv
+        un = ui + dt * du
+        vi = vn if r == 0 else vi
+        ui = un if r == 0 else ui
+        r = r - np.int32(r != 0)
+        f = (r == 0) & (vi >= vpeak)
+        v[i] = c if f else vi
+        u[i] = ui + d if f else ui
+        ref[i] = ref_steps if f else r
         flags[i] = f
-        ref[i] = r
-        v[i] = vi
-        u[i] = ui

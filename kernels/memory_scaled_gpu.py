@@ -3,9 +3,13 @@
 Same representation and results as the CPU :class:`~neurochunk.kernels.memory_scaled.ScaledPartition`
 (bit-equal bases, counts, last steps, histograms, maxima and top-k; sums to
 ``n * 2**-25``), for the keyed reinforcement stream generated on the device.
-One iteration is five kernels (draws, lookup + per-memory list of draws,
-ordered aggregation + update + bucket move + top-k entrants, unlink, and a
-one-block kernel for the histogram and the top-k merge). Per-iteration
+One iteration is three kernels: draws + id lookup (a hash index, one 16-byte
+probe) + a per-memory list of draws; ordered aggregation + update + bucket move
++ top-k entrants, with the sum and the bound reduced per block; and a one-block
+kernel for the histogram and the top-k merge. Each memory is one 32-byte record
+(base, last step, count | bucket | candidate flag, list head stamped with the
+iteration), so a reinforced memory costs one sector of traffic and no list is
+ever cleared. Per-iteration
 parameters (scale, step, threshold ranks) are read from device tables through
 a device iteration counter, so the iteration is captured once as a CUDA graph
 and replayed with no host synchronisation; the host steps in once per window
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import memory as K
-from .memory_scaled import _RENORM, _full_top, _window
+from .memory_scaled import _RENORM, _window
 
 try:
     import cupy as cp
@@ -68,33 +72,58 @@ __device__ __forceinline__ int bucket(double b, const double* bnd, int nb) {  //
     while (lo < hi) { int mid = (lo + hi) >> 1; if (bnd[mid] <= b) lo = mid + 1; else hi = mid; }
     return lo;
 }
-// ctl[0]: iteration inside the window, ctl[1]: boundaries in this window
-__global__ void rebucket(const double* base, long long n, const double* bnd, const int* ctl, int* bk,
-                         unsigned long long* cnt) {
+// one 32-byte record a memory, so that a reinforced memory costs one sector of memory traffic:
+// [0] base (float64 bits), [1] last step, [2] count (bits 0-31) | bucket (32-62) | candidate flag (63),
+// [3] link word: stamp of the iteration (high 32 bits) | first draw of this memory in it (low 32 bits)
+#define INC_BIT 0x8000000000000000ull
+__device__ __forceinline__ double rbase(const u64* rec, long long p) {
+    return __longlong_as_double((long long)rec[4 * p]);
+}
+// ctl[0]: iteration inside the window, ctl[1]: boundaries in this window, ctl[2]: link stamp (never reset)
+__global__ void rebucket(u64* rec, long long n, const double* bnd, const int* ctl, unsigned long long* cnt) {
     long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (p >= n) return;
-    int q = bucket(base[p], bnd, ctl[1]);
-    bk[p] = q;
+    int q = bucket(rbase(rec, p), bnd, ctl[1]);
+    u64 w = rec[4 * p + 2];
+    rec[4 * p + 2] = (w & (INC_BIT | 0xFFFFFFFFull)) | ((u64)q << 32);
     atomicAdd(&cnt[q], 1ull);
 }
-__global__ void draws(u64 seedmix, const long long* steps, const int* ctl, u64 n_pool, u64 id_off, int m,
-                      double lo, double span, u64* rids, float* rdeltas) {
+// the same with the bucket counts of each block in shared memory: one global atomic per block and bucket
+__global__ void rebucket_shared(u64* rec, long long n, const double* bnd, const int* ctl, unsigned long long* cnt) {
+    extern __shared__ unsigned int held[];
+    int nbk = ctl[1] + 1;
+    for (int i = threadIdx.x; i < nbk; i += blockDim.x) held[i] = 0u;
+    __syncthreads();
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < n; p += (long long)gridDim.x * blockDim.x) {
+        int q = bucket(rbase(rec, p), bnd, ctl[1]);
+        u64 w = rec[4 * p + 2];
+        rec[4 * p + 2] = (w & (INC_BIT | 0xFFFFFFFFull)) | ((u64)q << 32);
+        atomicAdd(&held[q], 1u);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nbk; i += blockDim.x) if (held[i]) atomicAdd(&cnt[i], (unsigned long long)held[i]);
+}
+// the keyed reinforcement stream (as kernels.memory.keyed_reinforcement), the id lookup and the per-memory
+// list of draws, in one pass over the draws
+__global__ void link(u64 seedmix, const long long* steps, const int* ctl, u64 n_pool, u64 id_off, int m,
+                     double lo, double span, float* rdeltas, const u64* tab, int bits, long long* pos, int* nxt,
+                     u64* rec) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= m) return;
     u64 base = mix(seedmix + (u64)steps[ctl[0]]);
     u64 c1 = mix(base + (u64)r * GOLDEN);
     u64 c2 = mix(base + (u64)(r + m) * GOLDEN);
     u64 id = mix((c1 % n_pool) + id_off + GOLDEN);
-    rids[r] = id == 0xFFFFFFFFFFFFFFFFull ? 0ull : id;
+    id = id == 0xFFFFFFFFFFFFFFFFull ? 0ull : id;
     double u = (double)(c2 >> 11) * 1.1102230246251565e-16;
     rdeltas[r] = __double2float_rn(__dadd_rn(lo, __dmul_rn(span, u)));
-}
-__global__ void link(const u64* rids, int m, const u64* tab, int bits, long long* pos, int* nxt, int* head) {
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= m) return;
-    long long p = hfind(tab, bits, rids[r]);
+    long long p = hfind(tab, bits, id);
     pos[r] = p;
-    if (p >= 0) nxt[r] = atomicExch(&head[p], r);
+    if (p >= 0) {  // a stamped list head: an older iteration's link word reads as an empty list
+        u64 stamp = (u64)(unsigned int)ctl[2];
+        u64 old = atomicExch(&rec[4 * p + 3], (stamp << 32) | (u64)(unsigned int)r);
+        nxt[r] = (old >> 32) == stamp ? (int)(old & 0xFFFFFFFFull) : -1;
+    }
 }
 // the sum of the base changes and the bound on the non-candidates: reduced in the block, one atomic each
 __device__ __forceinline__ void block_flush(double d, unsigned long long ob, double* total,
@@ -123,39 +152,42 @@ __device__ __forceinline__ void block_flush(double d, unsigned long long ob, dou
         }
     }
 }
-__global__ void apply(const float* rdeltas, int m, const long long* pos, const int* nxt, const int* head,
-                      const double* gs, const long long* steps, const int* ctl, double* base, unsigned int* count,
-                      long long* last, int* bk, unsigned long long* cnt, const double* bnd, double* total,
-                      const unsigned char* incand, const double* floorb, int* ent, int* nent, int cap,
+__global__ void apply(const float* rdeltas, int m, const long long* pos, const int* nxt, const double* gs,
+                      const long long* steps, const int* ctl, u64* rec, unsigned long long* cnt, const double* bnd,
+                      double* total, const double* floorb, int* ent, int* nent, int cap,
                       unsigned long long* outside_bits) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     double d = 0.0;
     unsigned long long ob = 0ull;  // bases are >= 0, so their bit patterns order like them
     long long p = r < m ? pos[r] : -1;
-    int L = 0, mn = 0x7fffffff;
-    if (p >= 0) for (int c = head[p]; c >= 0; c = nxt[c]) { L++; if (c < mn) mn = c; }
+    int L = 0, mn = 0x7fffffff, hd = -1;
+    if (p >= 0) {
+        hd = (int)(rec[4 * p + 3] & 0xFFFFFFFFull);  // this iteration's list: r itself is on it
+        for (int c = hd; c >= 0; c = nxt[c]) { L++; if (c < mn) mn = c; }
+    }
     if (p >= 0 && r == mn) {  // the first draw of a memory sums all of its draws, in arrival order
         double acc = 0.0;
         int cur = r;
         for (int i = 0; i < L; i++) {
             acc = __dadd_rn(acc, (double)rdeltas[cur]);
             int best = 0x7fffffff;
-            for (int c = head[p]; c >= 0; c = nxt[c]) if (c > cur && c < best) best = c;
+            for (int c = hd; c >= 0; c = nxt[c]) if (c > cur && c < best) best = c;
             cur = best;
         }
         int it = ctl[0];
         double g = gs[it];
-        double b0 = base[p];
+        u64 w2 = rec[4 * p + 2];
+        double b0 = rbase(rec, p);
         float v = __double2float_rn(fmin(fmax(__dadd_rn((double)vis(b0, g), acc), 0.0), 1.0));
         double b1 = __ddiv_rn((double)v, g);
-        base[p] = b1;
-        count[p] += (unsigned int)L;
-        last[p] = steps[it];
         int q = bucket(b1, bnd, ctl[1]);
-        int q0 = bk[p];
-        if (q != q0) { atomicAdd(&cnt[q0], 0xFFFFFFFFFFFFFFFFull); atomicAdd(&cnt[q], 1ull); bk[p] = q; }
+        int q0 = (int)((w2 >> 32) & 0x7FFFFFFFull);
+        rec[4 * p] = (u64)__double_as_longlong(b1);
+        rec[4 * p + 1] = (u64)steps[it];
+        rec[4 * p + 2] = (w2 & INC_BIT) | ((u64)q << 32) | (u64)((unsigned int)(w2 & 0xFFFFFFFFull) + (unsigned int)L);
+        if (q != q0) { atomicAdd(&cnt[q0], 0xFFFFFFFFFFFFFFFFull); atomicAdd(&cnt[q], 1ull); }
         d = __dsub_rn(b1, b0);
-        if (!incand[p]) {
+        if (!(w2 & INC_BIT)) {
             int e = b1 >= floorb[0] ? atomicAdd(nent, 1) : cap;
             if (e < cap) ent[e] = (int)p;
             else ob = (unsigned long long)__double_as_longlong(b1);  // stays a bound on the rest
@@ -163,28 +195,22 @@ __global__ void apply(const float* rdeltas, int m, const long long* pos, const i
     }
     block_flush(d, ob, total, outside_bits);
 }
-__global__ void unlink(int m, const long long* pos, int* head) {
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= m) return;
-    long long p = pos[r];
-    if (p >= 0) head[p] = -1;
-}
 __device__ __forceinline__ bool better(const float* kv, const u64* kid, int a, int b) {
     return kv[a] > kv[b] || (kv[a] == kv[b] && kid[a] < kid[b]);
 }
 // one block: histogram from bucket counts, top-k merge (bitonic sort of candidates + entrants), statistics
 __global__ void finish(const unsigned long long* cnt, const long long* rank, int nbins, long long n,
-                       const double* gs, int* ctl, const double* total, const double* base, const u64* ids,
-                       int* cand, int S, const int* ent, int* nent, int cap, int P, unsigned char* incand,
+                       const double* gs, int* ctl, const double* total, u64* rec, const u64* ids,
+                       int* cand, int S, const int* ent, int* nent, int cap, int P,
                        double* floorb, unsigned long long* outside_bits, int k, long long* hist_out,
-                       double* sums_out, float* top_s_out, u64* top_i_out, int* invalid) {
+                       double* sums_out, float* top_s_out, u64* top_i_out, int* invalid, int* invalid_out) {
     extern __shared__ unsigned char smem[];
     float* kv = (float*)smem;
     u64* kid = (u64*)(smem + 4 * (size_t)P);
     int* kp = (int*)(smem + 12 * (size_t)P);
     __shared__ unsigned int chunk[1024];  // counts < 2**32 (checked on the host)
     __shared__ unsigned int ge[1025];
-    __shared__ unsigned long long kept_min;
+    __shared__ unsigned long long kept_min, evicted_max;
     int tid = threadIdx.x, nt = blockDim.x;
     int it = ctl[0];
     int ncnt = ctl[1] + 1;
@@ -193,7 +219,7 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     unsigned int s = 0;
     for (int q = tid * per; q < min(ncnt, (tid + 1) * per); q++) s += (unsigned int)cnt[q];
     chunk[tid] = s;
-    if (tid == 0) kept_min = 0xFFFFFFFFFFFFFFFFull;
+    if (tid == 0) { kept_min = 0xFFFFFFFFFFFFFFFFull; evicted_max = 0ull; }
     __syncthreads();
     for (int off = 1; off < nt; off <<= 1) {  // chunk[c] <- sum of the chunks from c on (Hillis-Steele)
         unsigned int x = tid + off < nt ? chunk[tid + off] : 0u;
@@ -217,7 +243,7 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     for (int i = tid; i < Pn; i += nt) {
         int p = i < S ? cand[i] : (i - S < ne ? ent[i - S] : -1);
         kp[i] = p;
-        kv[i] = p >= 0 ? vis(base[p], g) : -1.0f;
+        kv[i] = p >= 0 ? vis(rbase(rec, p), g) : -1.0f;
         kid[i] = p >= 0 ? ids[p] : 0xFFFFFFFFFFFFFFFFull;
     }
     __syncthreads();
@@ -241,9 +267,9 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     for (int i = tid; i < Pn; i += nt) {
         int p = kp[i];
         if (p < 0) continue;
-        unsigned long long bits = (unsigned long long)__double_as_longlong(base[p]);
-        if (i < S) { cand[i] = p; incand[p] = 1; atomicMin(&kept_min, bits); }
-        else { incand[p] = 0; atomicMax(outside_bits, bits); }
+        unsigned long long bits = rec[4 * p];
+        if (i < S) { cand[i] = p; rec[4 * p + 2] |= INC_BIT; atomicMin(&kept_min, bits); }
+        else { rec[4 * p + 2] &= ~INC_BIT; atomicMax(&evicted_max, bits); }
     }
     for (int i = tid; i < k; i += nt) {
         top_s_out[(long long)it * k + i] = kv[i];
@@ -251,19 +277,23 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     }
     __syncthreads();
     if (tid == 0) {
-        double out = __longlong_as_double((long long)atomicAdd(outside_bits, 0ull));
-        if (nent[0] > cap || !(vis(out, g) < kv[k - 1])) atomicAdd(invalid, 1);
+        unsigned long long ob = atomicMax(outside_bits, evicted_max);
+        double out = __longlong_as_double((long long)(ob > evicted_max ? ob : evicted_max));
+        int bad = nent[0] > cap || !(vis(out, g) < kv[k - 1]);
+        if (bad) atomicAdd(invalid, 1);
+        invalid_out[it] = bad;
         floorb[0] = __longlong_as_double((long long)kept_min);
         sums_out[it] = __dmul_rn(g, total[0]);
         nent[0] = 0;
         ctl[0] = it + 1;
+        ctl[2] = ctl[2] + 1;
     }
 }
 }
 """
 
 _MODULE: Any = None
-_KERNELS = ("draws", "link", "apply", "unlink", "finish")
+_KERNELS = ("link", "apply", "finish")
 
 
 def _kernel(name: str) -> Any:
@@ -309,21 +339,20 @@ class ScaledPartitionGPU:
         _kernel("build_index")(((n + 255) // 256,), (256,), (ids, np.int64(n), self.tab, np.int32(self.bits)))
         cp.cuda.runtime.deviceSynchronize()
         self.index_s = time.perf_counter() - t  # host wall time of building the id index (once per partition)
-        self.base = strength.astype(cp.float64)
-        self.count = cp.zeros(n, cp.uint32)
-        self.last_step = cp.zeros(n, cp.int64)
+        self.rec = cp.zeros((n, 4), cp.uint64)  # the kernels' 32-byte records (see the kernel source)
+        self.base = self.rec.view(cp.float64)[:, 0]
+        self.base[:] = strength.astype(cp.float64)
+        self.last_step = self.rec.view(cp.int64)[:, 1]
+        self.count = self.rec.view(cp.uint32)[:, 4]
         self.scale = 1.0
         self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
-        self.bk = cp.zeros(n, cp.int32)
-        self.head = cp.full(n, -1, cp.int32)
-        self.incand = cp.zeros(n, cp.uint8)
         nb_max = window * (bins - 1)
         self.bnd = cp.zeros(max(nb_max, 1), cp.float64)
         self.cnt = cp.zeros(nb_max + 1, cp.uint64)
         self.rank = cp.zeros((window, max(bins - 1, 1)), cp.int64)
         self.gs = cp.zeros(window, cp.float64)
         self.steps = cp.zeros(window, cp.int64)
-        self.ctl = cp.zeros(2, cp.int32)
+        self.ctl = cp.asarray(np.array([0, 0, 1], np.int32))
         self.total = cp.zeros(1, cp.float64)
         self.cand = cp.zeros(size, cp.int32)
         self.ent = cp.zeros(cap, cp.int32)
@@ -331,10 +360,12 @@ class ScaledPartitionGPU:
         self.floorb = cp.zeros(1, cp.float64)
         self.outside = cp.zeros(1, cp.uint64)
         self.invalid = cp.zeros(1, cp.int32)
+        self.invalid_out = cp.zeros(window, cp.int32)
         self.hist_out = cp.zeros((window, bins), cp.int64)
         self.sums_out = cp.zeros(window, cp.float64)
         self.top_s_out = cp.zeros((window, k), cp.float32)
         self.top_i_out = cp.zeros((window, k), cp.uint64)
+        self.sms = int(cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"])
         self.graph: Any = None
         self.graph_error = ""
         self.m = -1
@@ -349,14 +380,35 @@ class ScaledPartitionGPU:
         """The visible float32 strengths (cupy)."""
         return (self.base * self.scale).astype(cp.float32)
 
-    def _top_from_host(self) -> None:
-        base = cp.asnumpy(self.base)
-        inc = np.zeros(self.n, np.bool_)
-        cand, outside = _full_top(base, cp.asnumpy(self.ids), self.scale, self.size, inc)
+    def _top_init(self, nb: int) -> None:
+        """The first candidates on the device, from the bucket counts of a fresh re-bucketing (buckets order
+        like bases): the best ``size`` memories in visible order (ties by id) and the largest other base."""
+        size = self.size
+        cnt = cp.asnumpy(self.cnt[: nb + 1])
+        q, held = len(cnt) - 1, int(cnt[-1])
+        while q > 0 and held < size + 1:
+            q -= 1
+            held += int(cnt[q])
+        inpool = ((self.rec[:, 2] >> np.uint64(32)) & np.uint64(0x7FFFFFFF)) >= np.uint64(q)
+        outside = float(cp.where(inpool, -cp.inf, self.base).max())
+        pool = cp.flatnonzero(inpool)
+        s = (self.base[pool] * self.scale).astype(cp.float32)
+        if pool.size > size:  # keep the memories at or above the size-th strength (ties included)
+            keep = s >= cp.sort(s)[pool.size - size]
+            if not bool(keep.all()):
+                outside = max(outside, float(self.base[pool[~keep]].max()))
+            pool, s = pool[keep], s[keep]
+        pool_h, s_h = cp.asnumpy(pool), cp.asnumpy(s)
+        base_h = cp.asnumpy(self.base[pool])
+        order = np.lexsort((cp.asnumpy(self.ids[pool]), -s_h.astype(np.float64)))
+        if len(order) > size:
+            outside = max(outside, float(base_h[order[size:]].max()))
+        cand = pool_h[order[:size]]
+        self.rec[:, 2] &= np.uint64(0x7FFFFFFFFFFFFFFF)
+        self.rec[cp.asarray(cand), 2] |= np.uint64(1 << 63)
         self.cand[:] = cp.asarray(cand.astype(np.int32))
-        self.incand[:] = cp.asarray(inc.astype(np.uint8))
         self.outside[:] = np.array([outside], np.float64).view(np.uint64)[0]
-        self.floorb[:] = base[cand].min()
+        self.floorb[:] = base_h[order[:size]].min()
 
     def _iteration(self, marks: list[Any] | None = None) -> None:
         m, n = self.m, self.n
@@ -368,26 +420,20 @@ class ScaledPartitionGPU:
 
         mark()
         blocks = ((max(m, 1) + 255) // 256,)
-        _kernel("draws")(blocks, (256,), (self.seedmix, self.steps, self.ctl, np.uint64(self.n_pool),
-                                          self.id_off, np.int32(m), np.float64(self.lo), np.float64(self.span),
-                                          self.rids, self.rdeltas))
+        _kernel("link")(blocks, (256,), (self.seedmix, self.steps, self.ctl, np.uint64(self.n_pool), self.id_off,
+                                         np.int32(m), np.float64(self.lo), np.float64(self.span), self.rdeltas,
+                                         self.tab, np.int32(self.bits), self.pos, self.nxt, self.rec))
         mark()
-        _kernel("link")(blocks, (256,), (self.rids, np.int32(m), self.tab, np.int32(self.bits), self.pos, self.nxt,
-                                         self.head))
-        mark()
-        _kernel("apply")(blocks, (256,), (self.rdeltas, np.int32(m), self.pos, self.nxt, self.head, self.gs,
-                                          self.steps, self.ctl, self.base, self.count, self.last_step, self.bk,
-                                          self.cnt, self.bnd, self.total, self.incand, self.floorb, self.ent,
+        _kernel("apply")(blocks, (256,), (self.rdeltas, np.int32(m), self.pos, self.nxt, self.gs, self.steps,
+                                          self.ctl, self.rec, self.cnt, self.bnd, self.total, self.floorb, self.ent,
                                           self.nent, np.int32(self.cap), self.outside))
-        mark()
-        _kernel("unlink")(blocks, (256,), (np.int32(m), self.pos, self.head))
         mark()
         P = self.size + self.cap
         _kernel("finish")((1,), (1024,), (self.cnt, self.rank, np.int32(self.bins), np.int64(n), self.gs, self.ctl,
-                                          self.total, self.base, self.ids, self.cand, np.int32(self.size), self.ent,
-                                          self.nent, np.int32(self.cap), np.int32(P), self.incand, self.floorb,
+                                          self.total, self.rec, self.ids, self.cand, np.int32(self.size), self.ent,
+                                          self.nent, np.int32(self.cap), np.int32(P), self.floorb,
                                           self.outside, np.int32(self.k), self.hist_out, self.sums_out,
-                                          self.top_s_out, self.top_i_out, self.invalid),
+                                          self.top_s_out, self.top_i_out, self.invalid, self.invalid_out),
                           shared_mem=16 * P)
         mark()
 
@@ -399,7 +445,6 @@ class ScaledPartitionGPU:
         self.n_pool, self.lo, self.span = n_pool, float(min_delta), float(max_delta - min_delta)
         if n_draws != self.m:
             self.m = n_draws
-            self.rids = cp.zeros(max(n_draws, 1), cp.uint64)
             self.rdeltas = cp.zeros(max(n_draws, 1), cp.float32)
             self.pos = cp.zeros(max(n_draws, 1), cp.int64)
             self.nxt = cp.zeros(max(n_draws, 1), cp.int32)
@@ -415,11 +460,11 @@ class ScaledPartitionGPU:
         self._setup_stream(seed, id_seed, n_pool, n_draws, max_delta, min_delta)
         k, bins = self.k, self.bins
         out = {"sums": np.zeros(n_it), "maxima": np.zeros(n_it), "top_s": np.zeros((n_it, k), np.float32),
-               "top_i": np.zeros((n_it, k), np.uint64), "hist": np.zeros(bins, np.int64)}
+               "top_i": np.zeros((n_it, k), np.uint64), "hist": np.zeros(bins, np.int64),
+               "invalid_it": np.zeros(n_it, np.bool_)}
         t_run = time.perf_counter()
         with self.stream:
             self.total[:] = self.base.sum()
-            self._top_from_host()
             i = 0
             plan = _plan(self.scale, min(self.window, n_it), f, self.edges)
             while i < n_it:
@@ -437,10 +482,15 @@ class ScaledPartitionGPU:
                 self.rank[:w] = cp.asarray(rank)
                 self.gs[:w] = cp.asarray(gs)
                 self.steps[:w] = cp.asarray(np.arange(t0 + i, t0 + i + w, dtype=np.int64))
-                self.ctl[:] = cp.asarray(np.array([0, len(bnd)], np.int32))
+                self.ctl[:2] = cp.asarray(np.array([0, len(bnd)], np.int32))
                 self.cnt[:] = 0
-                _kernel("rebucket")(((self.n + 255) // 256,), (256,),
-                                    (self.base, np.int64(self.n), self.bnd, self.ctl, self.bk, self.cnt))
+                args = (self.rec, np.int64(self.n), self.bnd, self.ctl, self.cnt)
+                if 4 * (len(bnd) + 1) <= 48 * 1024:
+                    _kernel("rebucket_shared")((2 * self.sms,), (1024,), args, shared_mem=4 * (len(bnd) + 1))
+                else:
+                    _kernel("rebucket")(((self.n + 255) // 256,), (256,), args)
+                if i == 0:
+                    self._top_init(len(bnd))
                 if use_graph and self.graph is None and not self.graph_error:
                     for name in _KERNELS:
                         _kernel(name)  # load every function before capturing
@@ -452,7 +502,7 @@ class ScaledPartitionGPU:
                         self.graph_error = f"{type(exc).__name__}: {exc}"
                         with contextlib.suppress(Exception):
                             self.stream.end_capture()
-                        self.ctl[:] = cp.asarray(np.array([0, len(bnd)], np.int32))
+                        self.ctl[:2] = cp.asarray(np.array([0, len(bnd)], np.int32))
                 self.stream.synchronize()
                 self.setup_s.append(time.perf_counter() - t_setup)
                 events = [cp.cuda.Event() for _ in range(w + 1)]
@@ -480,6 +530,7 @@ class ScaledPartitionGPU:
                 out["top_s"][i : i + w] = cp.asnumpy(self.top_s_out[:w])
                 out["top_i"][i : i + w] = cp.asnumpy(self.top_i_out[:w])
                 out["maxima"][i : i + w] = out["top_s"][i : i + w, 0]
+                out["invalid_it"][i : i + w] = cp.asnumpy(self.invalid_out[:w]) != 0
                 out["hist"] = cp.asnumpy(self.hist_out[w - 1])
                 i += w
         self.run_s.append(time.perf_counter() - t_run)

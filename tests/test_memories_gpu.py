@@ -96,3 +96,24 @@ def test_scaled_gpu_twin(rng, bins, window):
     np.testing.assert_array_equal(got["maxima"], want["maxima"])
     assert np.abs(got["sums"] - want["sums"]).max() <= n * 2.0**-25
     assert gpu.graph is not None, gpu.graph_error
+
+
+def test_scaled_gpu_graph_equals_plain_launches(rng):
+    from neurochunk.kernels.memory_scaled_gpu import ScaledPartitionGPU
+
+    n, k, bins = 100_000, 10, 16
+    ids = cp.asarray(np.sort(K.keyed_ids(4, n)))
+    s = cp.asarray(rng.random(n).astype(np.float32))
+    seed = int(rng.integers(1 << 30))
+    runs = []
+    for use_graph in (True, False):
+        part = ScaledPartitionGPU(ids, s, k, bins, window=8)
+        out = part.run(0, 20, 0.05, seed, 4, n + 100, 2000, 0.5, -0.3, use_graph=use_graph)
+        runs.append((part, out))
+    (a, ra), (b, rb) = runs
+    assert a.graph is not None and b.graph is None
+    np.testing.assert_array_equal(cp.asnumpy(a.base), cp.asnumpy(b.base))
+    np.testing.assert_array_equal(cp.asnumpy(a.count), cp.asnumpy(b.count))
+    np.testing.assert_array_equal(cp.asnumpy(a.last_step), cp.asnumpy(b.last_step))
+    for key in ("hist", "maxima", "top_i", "top_s", "invalid_it"):
+        np.testing.assert_array_equal(ra[key], rb[key])

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from .procedural import deliver_many
-from .rng import STREAM_POISSON, mix64, poisson_table, stream_key
+from .rng import STREAM_POISSON, mix64, stream_key, uniform
 
 __all__ = ["MODELS", "DEFAULTS", "RECEPTORS", "STATE_VARS", "pack_params", "run_window", "N_RECEPTORS"]
 
@@ -194,11 +194,31 @@ def _collect(words, flags, s, lo, out_s, out_i, n_out):
     return n_out
 
 
+_TILE = 512
+
+
 @_kernel
 def _poisson_input(ring, slot, r, wq, cdf, seed, pop, lo, i0, i1, s):
+    """Add each neuron's Poisson count of step ``s`` (``poisson_table``'s draws, searched tile by tile)."""
     base = stream_key(seed, STREAM_POISSON, pop, 0)
-    for i in range(i0, i1):
-        ring[slot, r, i] += poisson_table(mix64(base ^ np.uint64(lo + i)), s, cdf) * wq
+    top = 0
+    while cdf[top] < 1.0:  # entries from here on are >= every uniform: the search never passes them
+        top += 1
+    row = ring[slot, r]
+    u = np.empty(_TILE, np.float64)
+    cnt = np.empty(_TILE, np.int64)
+    for a in range(i0, i1, _TILE):
+        n = min(i1, a + _TILE) - a
+        for t in range(n):
+            u[t] = uniform(mix64(base ^ np.uint64(lo + a + t)), s)
+            cnt[t] = 0
+        # the first n with u <= cdf[n] is the number of (non-decreasing) entries below u
+        for m in range(top):
+            c = cdf[m]
+            for t in range(n):
+                cnt[t] += u[t] > c
+        for t in range(n):
+            row[a + t] += cnt[t] * wq
 
 
 # The update loops are branch-free (the refractory and spike cases are selects) so that LLVM vectorises

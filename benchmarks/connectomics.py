@@ -9,7 +9,7 @@ Zarr input, label, merge, relabel and write the Zarr output.
     python benchmarks/connectomics.py --scenario large --size 1024 --chunk 128 --worker-memory 1GiB
     python benchmarks/connectomics.py --scenario halo --size 384 --chunk 64 --sigma 4
     python benchmarks/connectomics.py --scenario ingest
-    python benchmarks/connectomics.py --scenario gpu --size 512 --chunk 256     (on a CUDA machine)
+    python benchmarks/connectomics.py --scenario gpu --sizes 512,1024 --gpu-chunks 128,256   (on a CUDA machine)
 """
 
 from __future__ import annotations
@@ -142,10 +142,9 @@ def _contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
         _, n = dask.compute(da.store(labels, store, lock=False, compute=False), n)
         return {"seconds": time.perf_counter() - t, "cpu_seconds": tree_cpu() - cpu, "n_labels": int(n)}
     if name in ("halo-neurochunk", "halo-neurochunk-lowmem", "halo-map_overlap"):
+        import dask
         from neurochunk.kernels.volume import gaussian_radius
         from neurochunk.pipeline import filters
-
-        import dask
 
         dask.config.set(num_workers=a["workers"])
         sigma = a["sigma"]
@@ -271,75 +270,79 @@ def scenario_ingest(a: argparse.Namespace, work: Path) -> str:
     return "Ingest and pyramid throughput (threaded scheduler, 2 cores)\n\n" + "\n".join(rows)
 
 
-def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
+def _events_median(fn: Any, reps: int = 5) -> float:
+    """Median seconds of ``fn()`` timed with CUDA events after one warm-up call."""
     import cupy as cp
 
-    from neurochunk.kernels.volume import label_chunk
+    fn()
+    times = []
+    for _ in range(reps):
+        s, e = cp.cuda.Event(), cp.cuda.Event()
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
+    return float(np.median(times))
+
+
+def _copy_seconds(nbytes: int) -> tuple[float, float]:
+    """Median seconds of a pageable host->device and device->host copy of ``nbytes``."""
+    import cupy as cp
+
+    host = np.zeros(nbytes, np.uint8)
+    dev = cp.asarray(host)
+    return _events_median(lambda: dev.set(host), 3), _events_median(lambda: dev.get(out=host), 3)
+
+
+def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
+    """Labeller alone on the device, then end to end from Zarr with the labels resident on the GPU."""
+    import cc3d
+    import cupy as cp
     from neurochunk.kernels.volume_gpu import label_chunk_gpu
-    from neurochunk.pipeline.components import connected_components
+    from neurochunk.pipeline.resident import connected_components_resident
     from neurochunk.stores.ome import open_volume
 
-    src = make_input(work, a.size, a.chunk)
-    x = open_volume(src)["0"][...]
-    dev = cp.asarray(x)
-    rows = ["| what | MVx/s | seconds |", "|---|---|---|"]
-    for conn in (6, 26):
-        for binary in (True, False):
-            label_chunk_gpu(dev, conn, binary)
-            times = []
-            for _ in range(5):
-                s, e = cp.cuda.Event(), cp.cuda.Event()
-                s.record()
-                label_chunk_gpu(dev, conn, binary)
-                e.record()
-                e.synchronize()
-                times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
-            med = float(np.median(times))
-            rows.append(f"| label_chunk_gpu {a.size}^3 {conn}-conn {'binary' if binary else 'multi-label'} "
-                        f"(device-resident, median of 5) | {x.size / med / 1e6:.0f} | {med:.4f} |")
-    from cupyx.scipy import ndimage as cnd
-
-    cnd.label(dev != 0)
-    s, e = cp.cuda.Event(), cp.cuda.Event()
-    s.record()
-    cnd.label(dev != 0)
-    e.record()
-    e.synchronize()
-    med = cp.cuda.get_elapsed_time(s, e) / 1e3
-    rows.append(f"| cupyx.scipy.ndimage.label {a.size}^3 6-conn binary (reference) | {x.size / med / 1e6:.0f} "
-                f"| {med:.4f} |")
-    ref, n = label_chunk(x, 26, False, "cc3d")
-    got, n_gpu = label_chunk_gpu(dev, 26, False)
-    same = bool(n == n_gpu and cp.array_equal(got, cp.asarray(ref)))
-    rows.append(f"| GPU == cc3d on the whole {a.size}^3 (26, multi-label) | {same} | |")
-    for method in ("cupy", "cc3d"):
-        connected_components(x[:64, :64, :64], work / f"w-{method}.zarr", method=method, chunks=(32, 32, 32),
-                             progress=False, resume=False)  # warm-up (compiles kernels)
-        t = time.perf_counter()
-        ds = connected_components(open_volume(src), work / f"e2e-{method}.zarr", method=method, progress=False,
-                                  resume=False)
-        dt = time.perf_counter() - t
-        rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method}, {a.workers} threads "
-                    f"({ds.attrs['n_labels']} labels) "
-                    f"| {x.size / dt / 1e6:.0f} | {dt:.2f} |")
-
-    from distributed import Client, LocalCluster
-
-    for procs in (a.workers, a.workers // 2):
-        with LocalCluster(n_workers=procs, threads_per_worker=1, processes=True, dashboard_address=None,
-                          memory_limit=0) as cluster, Client(cluster) as client:
-            client.run(lambda: __import__("neurochunk.pipeline.components"))
-            for method in ("cupy", "cc3d"):
-                connected_components(x[:128, :128, :128], work / f"pw-{method}.zarr", method=method,
-                                     chunks=(32, 32, 32), client=client, progress=False, resume=False)
-                t = time.perf_counter()
-                ds = connected_components(open_volume(src), work / f"pe2e-{method}.zarr", method=method,
-                                          client=client, progress=False, resume=False)
-                dt = time.perf_counter() - t
-                rows.append(f"| end to end from Zarr, {a.chunk}^3 chunks, method={method}, {procs} process workers "
-                            f"({ds.attrs['n_labels']} labels) | {x.size / dt / 1e6:.0f} | {dt:.2f} |")
+    sizes = [int(s) for s in (a.sizes or str(a.size)).split(",")]
+    chunks = [int(c) for c in (a.gpu_chunks or str(a.chunk)).split(",")]
+    rows = ["| what | MVx/s | seconds | where the time goes |", "|---|---|---|---|"]
+    h2d, d2h = _copy_seconds(2**30)
+    rows.append(f"| pageable copy 1 GiB host->device / device->host (GB/s) | {2**30 / h2d / 1e9:.1f} / "
+                f"{2**30 / d2h / 1e9:.1f} | | |")
+    warm = np.asarray(open_volume(make_input(work, 64, 32))["0"][...])
+    connected_components_resident(warm, work / "warm.zarr", chunks=(32, 32, 32), slab_voxels=32 * 64 * 64)
+    for size in sizes:
+        for chunk in chunks:
+            src = make_input(work, size, chunk)
+            if chunk == chunks[0]:
+                x = open_volume(src)["0"][...]
+                d = cp.asarray(x)
+                med = _events_median(lambda d=d: label_chunk_gpu(d, 26, False))
+                rows.append(f"| label_chunk_gpu {size}^3 26-conn multi-label (device-resident, median of 5) "
+                            f"| {x.size / med / 1e6:.0f} | {med:.4f} | |")
+                del d
+                ref = cc3d.connected_components(x, connectivity=26, out_dtype=np.uint32) if size <= 512 else None
+                del x
+                cp.get_default_memory_pool().free_all_blocks()
+            for codec in (["lz4", "raw"] if chunk == max(chunks) else ["lz4"]):
+                for rep in range(a.repeats):
+                    t, clock = time.perf_counter(), {}
+                    ds = connected_components_resident(open_volume(src), work / "e2e.zarr", codec=codec,
+                                                       timings=clock)
+                    dt = time.perf_counter() - t
+                    where = ", ".join(f"{k} {v:.2f} s" for k, v in clock.items() if k != "slabs")
+                    rows.append(f"| resident end to end {size}^3, {chunk}^3 chunks in and out, output {codec}, "
+                                f"{clock['slabs']} slab(s), {ds.attrs['n_labels']} labels, run {rep + 1} "
+                                f"| {size**3 / dt / 1e6:.0f} | {dt:.2f} | {where} |")
+                if ref is not None and codec == "lz4":
+                    same = bool(np.array_equal(open_volume(work / "e2e.zarr")["0"][...], ref))
+                    rows.append(f"| output == cc3d on the whole {size}^3, voxel for voxel | {same} | | |")
+                cp.get_default_memory_pool().free_all_blocks()
+            shutil.rmtree(src, ignore_errors=True)
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return f"GPU: {name}, {time.strftime('%Y-%m-%d')}\n\n" + "\n".join(rows)
+    return (f"GPU: {name}, {os.cpu_count()} CPU threads, {time.strftime('%Y-%m-%d')}; end to end = read the "
+            "Zarr input (page cache), decode, upload, label, merge, relabel, download, encode, write the "
+            "OME-Zarr output\n\n" + "\n".join(rows))
 
 
 def main() -> None:
@@ -350,6 +353,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     p.add_argument("--worker-memory", default=None, help="memory limit per process worker (large scenario)")
     p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--sizes", default=None, help="gpu scenario: comma-separated edge lengths")
+    p.add_argument("--gpu-chunks", default=None, help="gpu scenario: comma-separated chunk edges")
+    p.add_argument("--repeats", type=int, default=2, help="gpu scenario: timed runs per configuration")
     p.add_argument("--contenders", default=None, help="comma-separated contenders instead of the scenario's own")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per contender before it is cut off")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")

@@ -13,9 +13,25 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["CONNECTIVITIES", "label_chunk", "boundary_pairs", "relabel", "neighbour_offsets", "forward_deltas",
-           "downsample_mean", "downsample_mode", "label_stats_chunk", "combine_label_stats", "gaussian",
-           "gaussian_radius", "threshold", "distance_transform", "watershed", "synthetic_segmentation"]
+__all__ = [
+    "CONNECTIVITIES",
+    "boundary_pairs",
+    "combine_label_stats",
+    "distance_transform",
+    "downsample_mean",
+    "downsample_mode",
+    "forward_deltas",
+    "gaussian",
+    "gaussian_radius",
+    "label_chunk",
+    "label_stats_chunk",
+    "neighbour_offsets",
+    "plane_pairs",
+    "relabel",
+    "synthetic_segmentation",
+    "threshold",
+    "watershed",
+]
 
 CONNECTIVITIES = (6, 18, 26)
 
@@ -182,9 +198,11 @@ def label_chunk(block: Any, connectivity: int = 26, binary: bool = False,
         return out, int(n)
     if method != "numba":
         raise ValueError(f"label method must be 'auto', 'numba', 'cc3d' or 'cupy', not {method!r}")
+    from .runs import label_runs
+
     out = np.empty(values.shape, dtype=np.uint32)
-    n = _label(np.ascontiguousarray(values), neighbour_offsets(connectivity), out)
-    return out, int(n)
+    _order(connectivity)
+    return out, label_runs(np.ascontiguousarray(values), connectivity, out)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -262,6 +280,36 @@ def boundary_pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_va
     if len(pairs) == 0:
         return pairs
     return np.unique(pairs, axis=0)
+
+
+def plane_pairs(a_lab: Any, a_val: Any, b_lab: Any, b_val: Any, connectivity: int = 26,
+                binary: bool = False) -> np.ndarray:
+    """Equivalent label pairs between plane ``a`` (z) and the next plane ``b`` (z + 1) of one volume.
+
+    The array module follows the input (cupy planes are paired on the GPU);
+    the pairs come back as a host ``int64`` array (m, 2) of unique
+    ``(label in a, label in b)``. Labels must be below 2**32.
+    """
+    if a_lab.shape != b_lab.shape or a_lab.ndim != 2:
+        raise ValueError(f"plane_pairs needs two planes of one shape, got {a_lab.shape} and {b_lab.shape}")
+    xp = _array_module(a_lab)
+    order = _order(connectivity)
+    ny, nx = a_lab.shape
+    keys = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if 1 + abs(dy) + abs(dx) > order:
+                continue
+            sa = (slice(max(0, -dy), ny - max(0, dy)), slice(max(0, -dx), nx - max(0, dx)))
+            sb = (slice(max(0, dy), ny - max(0, -dy)), slice(max(0, dx), nx - max(0, -dx)))
+            la, lb = a_lab[sa], b_lab[sb]
+            hit = (la != 0) & (lb != 0)
+            if not binary:
+                hit &= a_val[sa] == b_val[sb]
+            keys.append((la[hit].astype(xp.int64) << 32) | lb[hit].astype(xp.int64))
+    key = xp.unique(xp.concatenate(keys))
+    key = key.get() if xp is not np else key
+    return np.stack([key >> 32, key & 0xFFFFFFFF], axis=1).astype(np.int64)
 
 
 @numba.njit(nogil=True, cache=True)

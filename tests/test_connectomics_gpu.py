@@ -56,7 +56,6 @@ def test_filter_twins() -> None:
 
 def test_components_pipeline_on_gpu(tmp_path: Path) -> None:
     import cc3d
-
     from neurochunk.pipeline.components import connected_components
     from neurochunk.pipeline.filters import gaussian
 
@@ -72,3 +71,14 @@ def test_components_pipeline_on_gpu(tmp_path: Path) -> None:
     g_gpu = gaussian(f, tmp_path / "g.zarr", 1.5, chunks=(16, 16, 16), gpu=True, progress=False)["0"][...]
     g_cpu = gaussian(f, tmp_path / "h.zarr", 1.5, chunks=(16, 16, 16), progress=False)["0"][...]
     np.testing.assert_allclose(g_gpu, g_cpu, atol=1e-5)
+
+
+def test_resident_pipeline_on_gpu(tmp_path: Path) -> None:
+    import cc3d
+    from neurochunk.pipeline.resident import connected_components_resident
+
+    x = kv.synthetic_segmentation((70, 90, 65), seed=int(np.random.default_rng().integers(1000)))
+    for chunks, slab in (((32, 40, 17), 40 * 90 * 65), ((70, 90, 65), 2**30)):
+        ds = connected_components_resident(x, tmp_path / "cc.zarr", chunks=chunks, slab_voxels=slab)
+        ref, n = cc3d.connected_components(x, connectivity=26, return_N=True)
+        assert ds.attrs["n_labels"] == n and np.array_equal(ds["0"][...], ref)

@@ -1,0 +1,148 @@
+"""Run-based connected components of one chunk (numba, releases the GIL).
+
+A chunk is cut into *runs*: maximal segments of equal nonzero value along x.
+Runs are united with the runs of the previous row and of the previous plane
+whose x-extent they touch (grown by one voxel where the connectivity allows a
+diagonal step), so the union-find works on runs, not voxels: on connectomics
+labels a run is about as long as a neurite is wide, which makes this several
+times faster than a voxel-by-voxel scan. Each component's root is its first run,
+so labels ``1..n`` follow the raster order of each component's first voxel,
+like ``cc3d.connected_components``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["label_runs"]
+
+
+@numba.njit(nogil=True, cache=True)
+def _root(parent: np.ndarray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@numba.njit(nogil=True, cache=True)
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    nz, ny, nx = values.shape
+    cap = max(nz * ny * 4, 16)
+    start = np.empty(cap, dtype=np.int32)
+    stop = np.empty(cap, dtype=np.int32)
+    row = np.empty(nz * ny + 1, dtype=np.int64)
+    m = 0
+    for z in range(nz):
+        for y in range(ny):
+            row[z * ny + y] = m
+            x = 0
+            while x < nx:
+                v = values[z, y, x]
+                if v == 0:
+                    x += 1
+                    continue
+                s = x
+                x += 1
+                while x < nx and values[z, y, x] == v:
+                    x += 1
+                if m == cap:
+                    cap *= 2
+                    start2 = np.empty(cap, dtype=np.int32)
+                    stop2 = np.empty(cap, dtype=np.int32)
+                    start2[:m] = start[:m]
+                    stop2[:m] = stop[:m]
+                    start, stop = start2, stop2
+                start[m] = s
+                stop[m] = x
+                m += 1
+    row[nz * ny] = m
+    return start[:m], stop[:m], row, np.arange(m, dtype=np.int64)
+
+
+@numba.njit(nogil=True, cache=True)
+def _unite_rows(values: np.ndarray, start: np.ndarray, stop: np.ndarray, parent: np.ndarray,
+                a0: int, a1: int, b0: int, b1: int, za: int, ya: int, zb: int, yb: int, grow: int) -> None:
+    # runs a0..a1 of row (za, ya) against the earlier row (zb, yb): two pointers over sorted runs
+    j = b0
+    for r in range(a0, a1):
+        s = start[r] - grow
+        e = stop[r] + grow
+        v = values[za, ya, start[r]]
+        while j < b1 and stop[j] <= s:
+            j += 1
+        k = j
+        while k < b1 and start[k] < e:
+            if values[zb, yb, start[k]] == v:
+                ra = _root(parent, r)
+                rb = _root(parent, k)
+                if ra < rb:
+                    parent[rb] = ra
+                elif rb < ra:
+                    parent[ra] = rb
+            k += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _label_runs(values: np.ndarray, order: int, out: np.ndarray) -> int:
+    nz, ny, nx = values.shape
+    start, stop, row, parent = _runs(values)
+    g1 = 1 if order >= 2 else 0  # an in-plane or z step plus a step in x
+    for z in range(nz):
+        for y in range(ny):
+            a0, a1 = row[z * ny + y], row[z * ny + y + 1]
+            if a0 == a1:
+                continue
+            if y > 0:
+                b = (z * ny + y - 1)
+                _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z, y - 1, g1)
+            if z > 0:
+                b = (z - 1) * ny + y
+                _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z - 1, y, g1)
+                if order >= 2:
+                    g2 = 1 if order == 3 else 0  # z, y and x steps together: corners (26 only)
+                    if y > 0:
+                        b = (z - 1) * ny + y - 1
+                        _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z - 1, y - 1, g2)
+                    if y + 1 < ny:
+                        b = (z - 1) * ny + y + 1
+                        _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z - 1, y + 1, g2)
+    m = start.shape[0]
+    ids = np.empty(m, dtype=np.uint32)
+    n = 0
+    for r in range(m):
+        p = parent[r]
+        if p == r:
+            n += 1
+            ids[r] = n
+        else:
+            ids[r] = ids[parent[p]] if parent[p] != p else ids[p]
+            parent[r] = parent[p] if parent[p] != p else p
+    for z in range(nz):
+        for y in range(ny):
+            x = 0
+            for r in range(row[z * ny + y], row[z * ny + y + 1]):
+                for i in range(x, start[r]):
+                    out[z, y, i] = 0
+                lab = ids[r]
+                for i in range(start[r], stop[r]):
+                    out[z, y, i] = lab
+                x = stop[r]
+            for i in range(x, nx):
+                out[z, y, i] = 0
+    return n
+
+
+def label_runs(values: np.ndarray, connectivity: int, out: np.ndarray) -> int:
+    """Label the contiguous integer chunk ``values`` into ``out`` (``uint32``, same shape); returns ``n``.
+
+    Neighbours connect when their values are equal (pass ``values != 0`` as ``uint8``
+    for binary labelling).
+    """
+    order = {6: 1, 18: 2, 26: 3}[connectivity]
+    return int(_label_runs(values, order, out))

@@ -408,6 +408,36 @@ def keyed_reinforcement(seed: int, id_seed: int, step: int, n_pool: int, n_draws
     return ids, (min_delta + (max_delta - min_delta) * u).astype(np.float32)
 
 
+@numba.njit(nogil=True, cache=True)
+def _keyed_part(seed: np.uint64, step: np.uint64, n_pool: np.uint64, n_draws: int, offset: np.uint64, lo: float,
+                span: float, part: np.uint64, n_partitions: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    base = _mix(_mix(seed) + step)
+    ids = np.empty(n_draws, np.uint64)
+    deltas = np.empty(n_draws, np.float32)
+    m = 0
+    for r in range(n_draws):
+        q = _mix((_mix(base + np.uint64(r) * _GOLDEN) % n_pool) + offset + _GOLDEN)
+        if q == EMPTY_ID:
+            q = np.uint64(0)
+        if _mix(q + _GOLDEN) % n_partitions != part:
+            continue
+        u = np.float64(_mix(base + np.uint64(r + n_draws) * _GOLDEN) >> np.uint64(11)) * 2.0**-53
+        ids[m] = q
+        deltas[m] = np.float32(lo + span * u)
+        m += 1
+    return ids[:m], deltas[:m]
+
+
+def keyed_reinforcement_part(seed: int, id_seed: int, step: int, n_pool: int, n_draws: int, max_delta: float,
+                             min_delta: float, part: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of :func:`keyed_reinforcement` that fall in partition ``part`` of ``n_partitions``, in
+    arrival order, generated in one pass without materialising the others."""
+    if not 0 <= part < n_partitions:
+        raise ValueError(f"partition {part} is not in [0, {n_partitions})")
+    return _keyed_part(np.uint64(seed), np.uint64(step), np.uint64(n_pool), int(n_draws), _offset(id_seed),
+                       float(min_delta), float(max_delta - min_delta), np.uint64(part), np.uint64(n_partitions))
+
+
 class MaintainedTopK:
     """A partition's top-k kept up to date instead of recomputed each iteration.
 

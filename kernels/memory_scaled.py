@@ -58,12 +58,41 @@ def _vis(b: float, g: float) -> np.float32:
 
 
 @numba.njit(nogil=True, cache=True)
+def _step(b: float, up: bool) -> float:
+    """The next float64 above (or below) b >= 0."""
+    bits = np.uint64(np.float64(b).view(np.uint64))
+    return np.uint64(bits + np.uint64(1) if up else bits - np.uint64(1)).view(np.float64)
+
+
+@numba.njit(nogil=True, cache=True)
 def _threshold(e: np.float32, g: float) -> float:
-    """The least float64 b >= 0 with float32(b * g) >= e (inf when none)."""
+    """The least float64 b >= 0 with float32(b * g) >= e (inf when none).
+
+    float32 rounding reaches e from the midpoint below it, so the answer lies within a few float64
+    steps of midpoint / g: walk there (a bisection over bit patterns when the walk is long).
+    """
     if e <= np.float32(0.0):
         return 0.0
     if g <= 0.0:
         return np.inf
+    mid = (np.float64(np.nextafter(e, np.float32(0.0))) + np.float64(e)) * 0.5  # exact in float64
+    b = mid / g
+    if np.isfinite(b) and b > 0.0:
+        for _ in range(16):
+            if _vis(b, g) < e:
+                break
+            b = _step(b, False)
+        for _ in range(32):
+            if _vis(b, g) >= e:
+                if b == 0.0 or _vis(_step(b, False), g) < e:
+                    return b
+                break
+            b = _step(b, True)
+    return _threshold_bisect(e, g)
+
+
+@numba.njit(nogil=True, cache=True)
+def _threshold_bisect(e: np.float32, g: float) -> float:
     x = np.float64(e) / g
     lo, hi = x * (1.0 - 2.0**-20), x * (1.0 + 2.0**-20)  # float32 rounding moves b*g by < 2**-24
     if _vis(lo, g) >= e:
@@ -214,20 +243,20 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         rend[r] = e
         if e > a:
             touch ^= ids[a] ^ ids[e - 1]
+    top = np.int64(meta[2])  # the largest power of two <= the longest bucket
     for r in range(nd):
         a = rpos[r]
-        if a < 0:
-            continue
-        q = rids[r]
-        ln = rend[r] - a
-        if ln == 0:
+        e = rend[r]
+        if a < 0 or e == a:
             rpos[r] = -1
             continue
-        while ln > 1:  # branch-free halving (a conditional move), so mispredictions do not serialise misses
-            half = ln >> 1
-            a = a + half if ids[a + half - 1] < q else a
-            ln -= half
-        rpos[r] = a if ids[a] == q else -1
+        q = rids[r]
+        step = top
+        while step > 0:  # lower bound in the same number of steps for every draw: no misprediction
+            c = a + step
+            a = c if (c <= e) & (ids[min(c, e) - 1] < q) else a
+            step >>= 1
+        rpos[r] = a if (a < e) and ids[min(a, e - 1)] == q else -1
     # repeats summed in arrival order; a position -> slot hash table small enough to stay in cache
     hbits = 0
     while (2 << hbits) <= stamp.shape[0]:  # the caller sizes it a power of two >= 2 * len(rids)
@@ -306,71 +335,101 @@ def _histogram(cnt: np.ndarray, rank: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _before(a: np.int64, b: np.int64, base: np.ndarray, ids: np.ndarray) -> bool:
+    """b-order: larger base first, then smaller id (decay never changes it)."""
+    return base[a] > base[b] or (base[a] == base[b] and ids[a] < ids[b])
+
+
 @numba.njit(nogil=True, cache=True)
-def _rank_visible(pool: np.ndarray, base: np.ndarray, ids: np.ndarray, g: float) -> np.ndarray:
-    """``pool`` ordered by visible strength descending, then id ascending."""
-    key = np.empty(pool.shape[0])
-    for i in range(pool.shape[0]):
-        key[i] = -base[pool[i]]
-    out = pool[np.argsort(key, kind="mergesort")]
+def _visible_prefix(pool: np.ndarray, base: np.ndarray, ids: np.ndarray, g: float, k: int) -> np.ndarray:
+    """The first ``k`` of a b-ordered pool in visible order: distinct bases that round to one float32
+    rank by id, so only runs of equal visible strength are re-sorted."""
+    out = pool[: min(k, pool.shape[0])].copy()
     i = 0
-    while i < out.shape[0]:  # distinct bases may round to one float32: those rank by id
+    while i < out.shape[0]:
+        v = _vis(base[pool[i]], g)
         j = i + 1
-        v = _vis(base[out[i]], g)
-        while j < out.shape[0] and _vis(base[out[j]], g) == v:
+        while j < pool.shape[0] and _vis(base[pool[j]], g) == v:
             j += 1
         if j - i > 1:
-            run = out[i:j]
+            run = pool[i:j]
             run_ids = np.empty(j - i, np.uint64)
             for r in range(j - i):
                 run_ids[r] = ids[run[r]]
-            out[i:j] = run[np.argsort(run_ids, kind="mergesort")]
+            run = run[np.argsort(run_ids, kind="mergesort")]
+            for r in range(i, min(j, out.shape[0])):
+                out[r] = run[r - i]
         i = j
     return out
 
 
 @numba.njit(nogil=True, cache=True)
 def _update_top(cand: np.ndarray, incand: np.ndarray, outside: float, touched: np.ndarray, base: np.ndarray,
-                ids: np.ndarray, g: float, k: int, size: int) -> tuple[np.ndarray, float, bool]:
-    """Merge the reinforced memories into the candidates (b domain: decay changes nothing there).
-    Returns the candidates in visible order, the bound on every other base, and whether they are exact."""
+                ids: np.ndarray, g: float, k: int, size: int) -> tuple[np.ndarray, float, bool, np.ndarray]:
+    """Merge the reinforced memories into the b-ordered candidates (decay changes nothing there).
+    Returns the candidates, the bound on every other base, whether the top-k is exact, and the top-k in
+    visible order."""
+    nc = cand.shape[0]
     floor = np.inf
-    for i in range(cand.shape[0]):
+    for i in range(nc):
         floor = min(floor, base[cand[i]])
-    extra = np.empty(touched.shape[0], np.int64)
-    ne = 0
+    moved = np.empty(touched.shape[0], np.int64)  # touched candidates and entrants, re-inserted in order
+    nm = 0
     for i in range(touched.shape[0]):
         p = touched[i]
         if incand[p]:
-            continue
-        if base[p] >= floor or cand.shape[0] < size:
-            extra[ne] = p
-            ne += 1
+            incand[p] = False
+            moved[nm] = p
+            nm += 1
+        elif base[p] >= floor or nc < size:
+            moved[nm] = p
+            nm += 1
         else:
             outside = max(outside, base[p])
-    pool = np.concatenate((cand, extra[:ne]))
-    pool = _rank_visible(pool, base, ids, g)
-    if pool.shape[0] > size:
-        for i in range(size, pool.shape[0]):
-            outside = max(outside, base[pool[i]])
-            incand[pool[i]] = False
-        pool = pool[:size]
+    moved = moved[:nm]
+    for i in range(1, nm):  # insertion sort: a few dozen memories an iteration
+        x = moved[i]
+        j = i - 1
+        while j >= 0 and _before(x, moved[j], base, ids):
+            moved[j + 1] = moved[j]
+            j -= 1
+        moved[j + 1] = x
+    pool = np.empty(nc + nm, np.int64)
+    i = j = o = 0
+    while i < nc or j < nm:
+        if i < nc and not incand[cand[i]]:  # a touched candidate: it comes back through ``moved``
+            i += 1
+            continue
+        if j >= nm or (i < nc and _before(cand[i], moved[j], base, ids)):
+            pool[o] = cand[i]
+            i += 1
+        else:
+            pool[o] = moved[j]
+            j += 1
+        o += 1
+    for i in range(size, o):
+        outside = max(outside, base[pool[i]])
+        incand[pool[i]] = False
+    pool = pool[: min(o, size)]
     for i in range(pool.shape[0]):
         incand[pool[i]] = True
     kk = min(k, ids.shape[0])
     ok = pool.shape[0] >= kk
     if ok and kk > 0:
         ok = _vis(outside, g) < _vis(base[pool[kk - 1]], g)
-    return pool, outside, ok
+    return pool, outside, ok, _visible_prefix(pool, base, ids, g, kk)
 
 
 def _full_top(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np.ndarray) -> tuple[np.ndarray, float]:
-    """The ``size`` best memories in visible order (ties by id) and the largest base of the rest."""
+    """The ``size`` best memories (in visible order, ties by id), listed in b-order, and the largest base of
+    the rest."""
     incand[:] = False
     n = len(base)
     s = (base * g).astype(np.float32)
     pool = np.arange(n) if size >= n else np.flatnonzero(s >= np.partition(s, n - size - 1)[n - size - 1])
     pool = pool[np.lexsort((ids[pool], -s[pool].astype(np.float64)))][:size]
+    pool = pool[np.lexsort((ids[pool], -base[pool]))]  # kept in b-order
     incand[pool] = True
     outside = float(base[~incand].max()) if size < n else -np.inf
     return pool.astype(np.int64), outside
@@ -405,6 +464,7 @@ def _full_top_bucketed(base: np.ndarray, ids: np.ndarray, g: float, size: int, i
     if len(pool) > size:
         outside = max(outside, float(base[pool[size:]].max()))
         pool = pool[:size]
+    pool = pool[np.lexsort((ids[pool], -base[pool]))]  # kept in b-order
     incand[:] = False
     incand[pool] = True
     return pool, outside
@@ -427,7 +487,7 @@ class ScaledPartition:
     """
 
     def __init__(self, ids: np.ndarray, strength: np.ndarray, count: np.ndarray, last_step: np.ndarray, k: int,
-                 bins: int, window: int = 128, slack: int | None = None) -> None:
+                 bins: int, window: int = 256, slack: int | None = None) -> None:
         self.id, self.count, self.last_step = ids, count, last_step
         n = len(ids)
         # one 32-byte record a memory (id, base, last step, count | bucket): a reinforcement touches one cache line
@@ -443,7 +503,9 @@ class ScaledPartition:
         self.k, self.bins, self.window = k, bins, window
         self.size = k + (slack if slack is not None else max(128, 8 * k))
         self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)  # np.histogram's float32 edges
-        starts, self.meta = build_index(ids)
+        starts, meta = build_index(ids)
+        longest = int(np.diff(starts).max()) if len(starts) > 1 else 0
+        self.meta = np.append(meta, np.uint64(1 << max(longest.bit_length() - 1, 0)))  # [lo, shift, search top]
         self.starts = starts.astype(np.int32) if len(ids) < 2**31 else starts  # half the cache footprint
         n = len(ids)
         self.stamp = np.empty(2, np.int64)  # position -> slot hash table of the reinforcement kernel
@@ -536,16 +598,16 @@ class ScaledPartition:
     def _top(self, touched: np.ndarray, g: float, cnt: np.ndarray | None) -> np.ndarray:
         k = min(self.k, len(self.id))
         if not (np.isinf(self.outside) and self.outside > 0):
-            self.cand, self.outside, ok = _update_top(self.cand, self.incand, self.outside, touched, self.base,
-                                                      self.id, g, self.k, self.size)
+            self.cand, self.outside, ok, top = _update_top(self.cand, self.incand, self.outside, touched, self.base,
+                                                           self.id, g, self.k, self.size)
             if ok:
-                return self.cand[:k]
+                return top
         if cnt is None:
             self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
         else:
             self.cand, self.outside = _full_top_bucketed(self.base, self.id, g, self.size, self.incand, self._bk, cnt)
         self.rebuilds += 1
-        return self.cand[:k]
+        return _visible_prefix(self.cand, self.base, self.id, g, k)
 
 
 def reference_block(ids: np.ndarray, strength: np.ndarray, count: np.ndarray, last_step: np.ndarray, t0: int,

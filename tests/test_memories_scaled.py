@@ -102,3 +102,26 @@ def test_run_epoch_scaled_equals_reference_between_commits(tmp_path):
     np.testing.assert_array_equal(stored["strength"], s)
     np.testing.assert_array_equal(stored["count"], count)
     np.testing.assert_array_equal(stored["last_step"], last)
+
+
+@pytest.mark.parametrize("n_partitions", [1, 3])
+def test_keyed_source_partition_equals_filtered_stream(n_partitions):
+    from neurochunk.pipeline.memorybank import _own
+
+    src = KeyedSource(seed=7, id_seed=2, n_pool=5000, n_draws=3000, max_delta=0.3, min_delta=-0.1)
+    for t in (0, 5):
+        for p in range(n_partitions):
+            ids, deltas = src.partition(t, p, n_partitions)
+            want_ids, want_deltas = _own(*src(t), p, n_partitions)
+            np.testing.assert_array_equal(ids, want_ids)
+            np.testing.assert_array_equal(deltas, want_deltas)
+    with pytest.raises(ValueError, match="partition 3"):
+        src.partition(0, 3, 3)
+
+
+@pytest.mark.parametrize("slack", [0, 5])
+def test_scaled_small_candidate_pool_stays_exact(slack):
+    n = 400  # few candidates beyond k: the bound check fails often and forces rebuilds
+    src = KeyedSource(seed=13, id_seed=2, n_pool=n + 20, n_draws=150, max_delta=0.8, min_delta=-0.5)
+    _, got, _, _ = _run_both(n, 30, 0.1, 12, 30, 5, src, slack=slack)
+    assert got["rebuilds"] >= 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 
+from neurochunk.kernels.procedural import _skip_batch, deliver_many, materialize
 from neurochunk.kernels.rng import normal_array, stream_key, uniform, uniform_array
 from neurochunk.pipeline.network import Network, Population, Projection, coba_network
 from neurochunk.pipeline.simulation import EMPTY_CONN, _chunk_args, _init_chunk, _window_task
@@ -90,3 +92,41 @@ def test_initial_state_does_not_depend_on_chunking() -> None:
     for k in range(3):
         np.testing.assert_array_equal(whole[k], np.concatenate([p[k] for p in parts]))
     assert whole[0].dtype == np.float32 and -60 <= whole[0].min() and whole[0].max() <= -50
+
+
+def test_procedural_fast_path_draws_exactly_the_generators_synapses() -> None:
+    """Constant-weight fixed-probability delivery (batched approximate logs, exact ``log`` near integer
+    skips) adds exactly the synapses ``materialize`` lists with the exact generator, on unaligned chunks."""
+    for p, n_pre, n_post, block in ((0.02, 300, 5000, 1024), (0.3, 200, 700, 256), (0.001, 400, 60000, 16384)):
+        pops = (Population("A", n_pre, "lif_cuba_delta"), Population("B", n_post, "lif_cuba_delta"))
+        plan = Network(pops, (Projection("AB", "A", "B", "v", 0.5, p=p, delay=0.2),), seed=11,
+                       conn_block=block).plan()
+        lo, hi = n_pre + 100, n_pre + n_post - 50
+        ring = np.zeros((plan.n_slots, 2, hi - lo), np.int32)
+        deliver_many(np.zeros(n_pre, np.int64), np.arange(n_pre, dtype=np.int64), -1, -1, plan.pint, plan.pflt,
+                     plan.seed, block, lo, hi, ring, plan.n_slots, *EMPTY_CONN)
+        _, cols, wq, dl = materialize(plan.pint, plan.pflt, 0, plan.seed, block, lo, hi)
+        assert len(cols) > 1000 and (dl == 3).all()
+        np.testing.assert_array_equal(ring[3, 0], np.bincount(cols, minlength=hi - lo) * wq[0])
+        assert not ring[[0, 1, 2], 0].any()
+
+
+@numba.njit
+def _batch_errors(inv: float, n: int) -> tuple[float, int]:
+    y = np.empty(16, np.float64)
+    worst, wrong = 0.0, 0
+    for k in range(0, n, 16):
+        _skip_batch(np.uint64(k // 1024 + 7), k, inv, y)
+        for t in range(16):
+            exact = math.log(uniform(np.uint64(k // 1024 + 7), k + t)) * inv
+            worst = max(worst, abs(exact - y[t]) / (abs(inv) + exact))
+            tol = (abs(inv) + y[t]) * 1e-12  # the fast path's window: inside it the skip is recomputed exactly
+            near = y[t] - math.floor(y[t]) < tol or math.floor(y[t]) + 1.0 - y[t] < tol
+            wrong += math.floor(exact) != math.floor(y[t]) and not near
+    return worst, wrong
+
+
+def test_batched_skip_approximation_stays_inside_its_error_bound() -> None:
+    for p in (0.5, 0.02, 1e-5):
+        worst, wrong = _batch_errors(1.0 / math.log1p(-p), 1 << 20)
+        assert worst < 1e-13 and wrong == 0

@@ -33,36 +33,39 @@ def _root(parent: np.ndarray, i: int) -> int:
 @numba.njit(nogil=True, cache=True)
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     nz, ny, nx = values.shape
-    cap = max(nz * ny * 4, 16)
-    start = np.empty(cap, dtype=np.int32)
-    stop = np.empty(cap, dtype=np.int32)
     row = np.empty(nz * ny + 1, dtype=np.int64)
+    row[0] = 0
     m = 0
+    for z in range(nz):  # count first (branch-free), then fill exactly
+        for y in range(ny):
+            prev = values[z, y, 0]
+            m += prev != 0
+            for x in range(1, nx):
+                v = values[z, y, x]
+                m += (v != 0) & (v != prev)
+                prev = v
+            row[z * ny + y + 1] = m
+    start = np.empty(m, dtype=np.int32)
+    stop = np.empty(m, dtype=np.int32)
+    k = -1
     for z in range(nz):
         for y in range(ny):
-            row[z * ny + y] = m
-            x = 0
-            while x < nx:
+            prev = values[z, y, 0]
+            if prev != 0:
+                k += 1
+                start[k] = 0
+            for x in range(1, nx):
                 v = values[z, y, x]
-                if v == 0:
-                    x += 1
-                    continue
-                s = x
-                x += 1
-                while x < nx and values[z, y, x] == v:
-                    x += 1
-                if m == cap:
-                    cap *= 2
-                    start2 = np.empty(cap, dtype=np.int32)
-                    stop2 = np.empty(cap, dtype=np.int32)
-                    start2[:m] = start[:m]
-                    stop2[:m] = stop[:m]
-                    start, stop = start2, stop2
-                start[m] = s
-                stop[m] = x
-                m += 1
-    row[nz * ny] = m
-    return start[:m], stop[:m], row, np.arange(m, dtype=np.int64)
+                if v != prev:
+                    if prev != 0:
+                        stop[k] = x
+                    if v != 0:
+                        k += 1
+                        start[k] = x
+                    prev = v
+            if prev != 0:
+                stop[k] = nx
+    return start, stop, row, np.arange(m, dtype=np.int64)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -123,18 +126,17 @@ def _label_runs(values: np.ndarray, order: int, out: np.ndarray) -> int:
         else:
             ids[r] = ids[parent[p]] if parent[p] != p else ids[p]
             parent[r] = parent[p] if parent[p] != p else p
-    for z in range(nz):
-        for y in range(ny):
-            x = 0
-            for r in range(row[z * ny + y], row[z * ny + y + 1]):
-                for i in range(x, start[r]):
-                    out[z, y, i] = 0
-                lab = ids[r]
-                for i in range(start[r], stop[r]):
-                    out[z, y, i] = lab
-                x = stop[r]
-            for i in range(x, nx):
-                out[z, y, i] = 0
+    flat = out.reshape(-1)
+    for q in range(nz * ny):  # slice stores compile to memset-like loops
+        base = q * nx
+        x = base
+        for r in range(row[q], row[q + 1]):
+            s = base + np.int64(start[r])
+            e = base + np.int64(stop[r])
+            flat[x:s] = 0
+            flat[s:e] = ids[r]
+            x = e
+        flat[x:base + nx] = 0
     return n
 
 

@@ -18,6 +18,7 @@ rewrites only the blocks not yet stored.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -210,27 +211,47 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
            "shape": list(arr.shape), "block": list(block), "source": _identity(arr)}
 
     ds, merge = _resume(out, job) if resume else (None, None)
-    if merge is None:
+    fresh = merge is None
+
+    def create(dtype: Any) -> Dataset:
+        return create_volume(out, arr.shape, dtype, labels=True, chunks=block, shards=shards, codec=codec,
+                             voxel_size=voxel_size or (1.0, 1.0, 1.0), overwrite=True,
+                             attrs={"components": job, "complete": False}, write_empty_chunks=True)
+
+    if fresh:
+        # fewer voxels than 2**32 means uint32 ids: create the output before the scan, off the merge's path
+        ds = create(np.uint32) if int(np.prod(arr.shape)) < 2**32 else None
         merge = _scan_and_merge(arr, grid, order, connectivity, binary, method, client, progress)
         dtype = np.uint32 if merge.n_labels < 2**32 else np.uint64
-        ds = create_volume(out, arr.shape, dtype, labels=True, chunks=block, shards=shards, codec=codec,
-                           voxel_size=voxel_size or (1.0, 1.0, 1.0), overwrite=True,
-                           attrs={"components": job, "complete": False}, write_empty_chunks=True)
-        with ds.commits.begin("components-merge") as pending:
-            for name in ("offsets", "dropped", "roots"):
-                values = getattr(merge, name)
-                pending.write(name, values, dims=(name,), chunks=(max(len(values), 1),))
-    assert ds is not None
+        if ds is None or dtype != np.uint32:
+            ds = create(dtype)
+    assert ds is not None and merge is not None
     dst = level_array(ds, 0)
     if tuple(dst.shards or dst.chunks) != block:
         raise ValueError(f"output {out} has chunks {dst.shards or dst.chunks}, not the block {block}")
-    done = written_chunks(dst)
+    done = set() if fresh else written_chunks(dst)
     task = dask.delayed(_relabel, pure=False)
     tasks = [task(arr, dst, box, merge.lut(order[idx], dst.dtype), connectivity, binary, method)
              for idx, box in grid.items() if idx not in done]
-    run_tasks(tasks, client, "relabel", progress)
+    # the merge is committed while the blocks are relabelled: a crash before the commit lands
+    # leaves no merge, and a resumed run then starts over, so no block can outlive its merge
+    commit = threading.Thread(target=_commit_merge, args=(ds, merge))
+    if fresh:
+        commit.start()
+    try:
+        run_tasks(tasks, client, "relabel", progress)
+    finally:
+        if fresh:
+            commit.join()
     ds.update_attrs(complete=True, n_labels=merge.n_labels)
     return ds
+
+
+def _commit_merge(ds: Dataset, merge: Merge) -> None:
+    with ds.commits.begin("components-merge") as pending:
+        for name in ("offsets", "dropped", "roots"):
+            values = getattr(merge, name)
+            pending.write(name, values, dims=(name,), chunks=(max(len(values), 1),))
 
 
 def _identity(arr: Any) -> str:

@@ -75,12 +75,24 @@ class _Device:
             self._stream().synchronize()
 
     def download(self, dev: Any) -> np.ndarray:
+        """A host copy of ``dev``; on the GPU a page-locked buffer of this thread, reused by its next call."""
         if not self.gpu:
             return np.ascontiguousarray(dev)
         with self._stream():
-            host = self.xp.ascontiguousarray(dev).get()
+            dense = self.xp.ascontiguousarray(dev)
+            host = self._pinned(dense.shape, dense.dtype)
+            dense.get(out=host)  # straight into page-locked memory: no staging copy on the CPU
             self._stream().synchronize()
         return host
+
+    def _pinned(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = getattr(self._local, "pinned", None)
+        if buf is None or buf.nbytes < nbytes:
+            import cupyx
+
+            buf = self._local.pinned = cupyx.empty_pinned(nbytes, np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
 
     def sync(self) -> None:
         if self.gpu:
@@ -95,7 +107,7 @@ class _Device:
 
 def connected_components_resident(src: Any, out: str | os.PathLike[str], *, connectivity: int = 26,
                                   binary: bool = False, chunks: Sequence[int] | None = None,
-                                  device: str = "cupy", slab_voxels: int = 2**30, threads: int | None = None,
+                                  device: str = "cupy", slab_voxels: int = 2**28, threads: int | None = None,
                                   codec: str | None = "lz4", level: int | str = 0,
                                   voxel_size: Sequence[float] | None = None, shards: Sequence[int] | None = None,
                                   timings: dict[str, float] | None = None) -> Dataset:
@@ -110,13 +122,14 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
     slab_voxels
         Voxels labelled at once: a slab is as many chunk layers along z as fit
         (at least one). The GPU labeller needs about 30 bytes a voxel of the slab
-        on top of the 4 bytes a voxel of the whole volume kept resident.
+        on top of the 4 bytes a voxel of the whole volume kept resident; several
+        slabs let the threads read the next slab while the device labels one.
     threads
         CPU threads decoding and encoding chunks (default: one per core).
     timings
         If given, filled with wall seconds per phase (``read + label``, ``merge``,
-        ``relabel + write``) and the seconds the threads spent reading
-        (``read chunks``, summed over threads) and writing (``write chunks``).
+        ``relabel + write``) and the seconds the threads spent (summed over
+        threads) decoding, uploading, downloading and encoding chunks.
 
     Returns
     -------
@@ -140,7 +153,7 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
     boxes = list(block_grid(shape, block).values())
     method = "cupy" if dev.gpu else "auto"
     clock = timings if timings is not None else {}
-    clock.update({"read chunks": 0.0, "write chunks": 0.0})
+    clock.update({"read chunks": 0.0, "upload chunks": 0.0, "download chunks": 0.0, "write chunks": 0.0})
     dev.clock = clock
     t0 = time.perf_counter()
 
@@ -211,11 +224,17 @@ def _read_slab(arr: Any, dev: _Device, slab: tuple[int, int], boxes: list[Box], 
 
 def _read_chunk(arr: Any, dev: _Device, values: Any, box: Box, z0: int) -> None:
     t = time.perf_counter()
-    dev.upload(np.asarray(arr[box]), values, (slice(box[0].start - z0, box[0].stop - z0), box[1], box[2]))
-    dev.add("read chunks", time.perf_counter() - t)
+    host = np.asarray(arr[box])
+    t1 = time.perf_counter()
+    dev.upload(host, values, (slice(box[0].start - z0, box[0].stop - z0), box[1], box[2]))
+    dev.add("read chunks", t1 - t)
+    dev.add("upload chunks", time.perf_counter() - t1)
 
 
 def _write_chunk(dev: _Device, dst: Any, ids: Any, box: Box, z0: int) -> None:
     t = time.perf_counter()
-    dst[box] = dev.download(ids[slice(box[0].start - z0, box[0].stop - z0), box[1], box[2]])
-    dev.add("write chunks", time.perf_counter() - t)
+    host = dev.download(ids[slice(box[0].start - z0, box[0].stop - z0), box[1], box[2]])
+    t1 = time.perf_counter()
+    dst[box] = host
+    dev.add("download chunks", t1 - t)
+    dev.add("write chunks", time.perf_counter() - t1)

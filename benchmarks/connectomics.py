@@ -142,9 +142,10 @@ def _contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
         _, n = dask.compute(da.store(labels, store, lock=False, compute=False), n)
         return {"seconds": time.perf_counter() - t, "cpu_seconds": tree_cpu() - cpu, "n_labels": int(n)}
     if name in ("halo-neurochunk", "halo-neurochunk-lowmem", "halo-map_overlap"):
-        import dask
         from neurochunk.kernels.volume import gaussian_radius
         from neurochunk.pipeline import filters
+
+        import dask
 
         dask.config.set(num_workers=a["workers"])
         sigma = a["sigma"]
@@ -299,6 +300,7 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
     """Labeller alone on the device, then end to end from Zarr with the labels resident on the GPU."""
     import cc3d
     import cupy as cp
+
     from neurochunk.kernels.volume_gpu import label_chunk_gpu
     from neurochunk.pipeline.resident import connected_components_resident
     from neurochunk.stores.ome import open_volume

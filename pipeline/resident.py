@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
 from neurochunk.kernels.volume import label_chunk, plane_pairs
 from neurochunk.stores import Dataset
 from neurochunk.stores.ome import create_volume, level_array

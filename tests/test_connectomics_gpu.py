@@ -56,6 +56,7 @@ def test_filter_twins() -> None:
 
 def test_components_pipeline_on_gpu(tmp_path: Path) -> None:
     import cc3d
+
     from neurochunk.pipeline.components import connected_components
     from neurochunk.pipeline.filters import gaussian
 
@@ -75,6 +76,7 @@ def test_components_pipeline_on_gpu(tmp_path: Path) -> None:
 
 def test_resident_pipeline_on_gpu(tmp_path: Path) -> None:
     import cc3d
+
     from neurochunk.pipeline.resident import connected_components_resident
 
     x = kv.synthetic_segmentation((70, 90, 65), seed=int(np.random.default_rng().integers(1000)))

@@ -7,6 +7,7 @@ from pathlib import Path
 import cc3d
 import numpy as np
 import pytest
+
 from neurochunk.kernels.volume import plane_pairs, synthetic_segmentation
 from neurochunk.pipeline.resident import connected_components_resident
 

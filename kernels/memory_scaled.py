@@ -43,6 +43,10 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .memory import EMPTY_ID, build_index
 
@@ -50,6 +54,25 @@ __all__ = ["ScaledPartition", "reference_block"]
 
 _RENORM = 2.0**-500  # below this scale the bases are rescaled by an exact power of two
 _TABLE_CELLS = 1 << 17
+
+
+@intrinsic
+def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
+    """Prefetch the cache line of ``arr[idx]`` for reading (llvm.prefetch; no fault, no wait)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True)
@@ -220,15 +243,20 @@ def _sum_base(base: np.ndarray) -> tuple[float, float]:
 def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.ndarray, count: np.ndarray,
                last: np.ndarray, bk: np.ndarray, cnt: np.ndarray, bnd: np.ndarray, table: np.ndarray,
                key0: np.int64, shift: np.int64, stamp: np.ndarray, slot_pos: np.ndarray, slot_acc: np.ndarray,
-               slot_occ: np.ndarray, rpos: np.ndarray, rend: np.ndarray, rids: np.ndarray, rdeltas: np.ndarray, t: np.int64, g: float,
-               total: float, comp: float) -> tuple[int, float, float]:
+               slot_occ: np.ndarray, rpos: np.ndarray, rend: np.ndarray, rids: np.ndarray, rdeltas: np.ndarray,
+               t: np.int64, g: float, floor: float, total: float, comp: float) -> tuple[int, float, float, int, float]:
+    """Reinforce the partition by the draws ``rids, rdeltas`` of iteration t.
+
+    Returns the number of memories changed (their positions in ``slot_pos``), the compensated sum of the
+    bases, and for the top-k: how many changed memories were at or above ``floor`` before or after (their
+    positions in ``rpos``) and the largest base of the others.
+    """
     lo, sh = meta[0], meta[1]
     nbk = np.uint64(starts.shape[0] - 1)
     n = ids.shape[0]
     nd = rids.shape[0]
-    # short loops of independent loads, so many cache misses are in flight at once: the first touches every
-    # draw's bucket of records (one miss each), the search then runs on cached lines
-    touch = np.uint64(0)
+    # passes of independent work, the next pass's lines prefetched (a prefetch retires at once, where a load
+    # that misses holds the reorder buffer): bucket bounds, then the buckets' first records, then the search
     for r in range(nd):
         q = rids[r]
         rpos[r] = -1
@@ -237,26 +265,30 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         bq = (q - lo) >> sh
         if bq >= nbk:
             continue
+        rpos[r] = bq
+        _prefetch(starts, bq)
+    for r in range(nd):
+        bq = rpos[r]
+        if bq < 0:
+            continue
         a = starts[bq]
-        e = starts[bq + np.uint64(1)]
         rpos[r] = a
-        rend[r] = e
-        if e > a:
-            touch ^= ids[a] ^ ids[e - 1]
-    top = np.int64(meta[2])  # the largest power of two <= the longest bucket
+        rend[r] = starts[bq + 1]
+        _prefetch(ids, a)
     for r in range(nd):
         a = rpos[r]
-        e = rend[r]
-        if a < 0 or e == a:
-            rpos[r] = -1
+        if a < 0:
             continue
         q = rids[r]
-        step = top
-        while step > 0:  # lower bound in the same number of steps for every draw: no misprediction
-            c = a + step
-            a = c if (c <= e) & (ids[min(c, e) - 1] < q) else a
-            step >>= 1
-        rpos[r] = a if (a < e) and ids[min(a, e - 1)] == q else -1
+        ln = rend[r] - a
+        if ln == 0:
+            rpos[r] = -1
+            continue
+        while ln > 1:
+            half = ln >> 1
+            a = a + half if ids[a + half - 1] < q else a
+            ln -= half
+        rpos[r] = a if ids[a] == q else -1
     # repeats summed in arrival order; a position -> slot hash table small enough to stay in cache
     hbits = 0
     while (2 << hbits) <= stamp.shape[0]:  # the caller sizes it a power of two >= 2 * len(rids)
@@ -299,6 +331,7 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         count[p] += slot_occ[s]
         last[p] = t
         slot_acc[s] = b1 - b0
+        slot_occ[s] = 1 if b0 >= floor or b1 >= floor else 0
         key = np.int64(np.uint64(np.float64(b1).view(np.uint64)) >> np.uint64(shift)) - key0
         rend[s] = 0 if key < 0 else table[min(key, ncell - 1)]
     for s in range(m):
@@ -310,11 +343,24 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
         cnt[bk[p]] -= 1
         cnt[i] += 1
         bk[p] = i
+    nmoved, out_max = 0, -np.inf
     for s in range(m):
         total, comp = _neumaier(total, comp, slot_acc[s])
-    if touch == np.uint64(1):  # keeps the touching loads; practically never true
-        comp += 0.0
-    return m, total, comp
+        p = slot_pos[s]
+        if slot_occ[s]:
+            rpos[nmoved] = p
+            nmoved += 1
+        else:
+            out_max = max(out_max, base[p])
+    return m, total, comp, nmoved, out_max
+
+
+@numba.njit(nogil=True, cache=True)
+def _floor(cand: np.ndarray, base: np.ndarray) -> float:
+    out = np.inf
+    for i in range(cand.shape[0]):
+        out = min(out, base[cand[i]])
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -339,6 +385,28 @@ def _histogram(cnt: np.ndarray, rank: np.ndarray, n: int) -> np.ndarray:
 def _before(a: np.int64, b: np.int64, base: np.ndarray, ids: np.ndarray) -> bool:
     """b-order: larger base first, then smaller id (decay never changes it)."""
     return base[a] > base[b] or (base[a] == base[b] and ids[a] < ids[b])
+
+
+@numba.njit(nogil=True, cache=True)
+def _b_order(pool: np.ndarray, base: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``pool`` in b-order (runs of equal bases sorted by id)."""
+    key = np.empty(pool.shape[0])
+    for i in range(pool.shape[0]):
+        key[i] = -base[pool[i]]
+    out = pool[np.argsort(key, kind="mergesort")]
+    i = 0
+    while i < out.shape[0]:
+        j = i + 1
+        while j < out.shape[0] and base[out[j]] == base[out[i]]:
+            j += 1
+        if j - i > 1:
+            run = out[i:j].copy()
+            run_ids = np.empty(j - i, np.uint64)
+            for r in range(j - i):
+                run_ids[r] = ids[run[r]]
+            out[i:j] = run[np.argsort(run_ids, kind="mergesort")]
+        i = j
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -387,14 +455,7 @@ def _update_top(cand: np.ndarray, incand: np.ndarray, outside: float, touched: n
             nm += 1
         else:
             outside = max(outside, base[p])
-    moved = moved[:nm]
-    for i in range(1, nm):  # insertion sort: a few dozen memories an iteration
-        x = moved[i]
-        j = i - 1
-        while j >= 0 and _before(x, moved[j], base, ids):
-            moved[j + 1] = moved[j]
-            j -= 1
-        moved[j + 1] = x
+    moved = _b_order(moved[:nm], base, ids)
     pool = np.empty(nc + nm, np.int64)
     i = j = o = 0
     while i < nc or j < nm:
@@ -503,9 +564,7 @@ class ScaledPartition:
         self.k, self.bins, self.window = k, bins, window
         self.size = k + (slack if slack is not None else max(128, 8 * k))
         self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)  # np.histogram's float32 edges
-        starts, meta = build_index(ids)
-        longest = int(np.diff(starts).max()) if len(starts) > 1 else 0
-        self.meta = np.append(meta, np.uint64(1 << max(longest.bit_length() - 1, 0)))  # [lo, shift, search top]
+        starts, self.meta = build_index(ids)
         self.starts = starts.astype(np.int32) if len(ids) < 2**31 else starts  # half the cache footprint
         n = len(ids)
         self.stamp = np.empty(2, np.int64)  # position -> slot hash table of the reinforcement kernel
@@ -563,18 +622,22 @@ class ScaledPartition:
                     slot_pos, slot_acc, slot_occ = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int64)
                     rpos, rend = np.empty(cap, np.int64), np.empty(cap, np.int64)
                     self.stamp = np.empty(1 << int(2 * cap - 1).bit_length(), np.int64)
-                m = 0
+                nmoved = 0
                 if f > 0.0:
-                    m, self.total, self.comp = _reinforce(
+                    # only memories at or above the weakest candidate can change the candidates
+                    floor = _floor(self.cand, self.base) if len(self.cand) >= min(self.size, npart) else -np.inf
+                    _, self.total, self.comp, nmoved, out_max = _reinforce(
                         self._ids, self.starts, self.meta, self.base, self._count, self._last, self._bk, cnt, bnd,
                         table, key0, shift, self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
-                        np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), g, self.total, self.comp)
+                        np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), g, floor, self.total,
+                        self.comp)
+                    self.outside = max(self.outside, out_max)
                     hist = _histogram(cnt, rank[j], npart)
                 else:  # f == 0 leaves no window: reinforce against an all-zero partition directly
-                    hist, m = self._reinforce_flat(rids, rdeltas, t, slot_pos, slot_acc, slot_occ, rpos, rend)
+                    hist, nmoved = self._reinforce_flat(rids, rdeltas, t, slot_pos, slot_acc, slot_occ, rpos, rend)
                 sums[i + j] = g * (self.total + self.comp)
                 if npart:
-                    pos = self._top(slot_pos[:m], g, cnt if f > 0.0 else None)
+                    pos = self._top(rpos[:nmoved], g, cnt if f > 0.0 else None)
                     top_s[i + j, : len(pos)] = (self.base[pos] * g).astype(np.float32)
                     top_i[i + j, : len(pos)] = self.id[pos]
                     maxima[i + j] = top_s[i + j, 0]
@@ -589,11 +652,11 @@ class ScaledPartition:
         table = np.zeros(1, np.int64)
         bk = np.zeros(len(self.id), np.int32)
         cnt = np.array([len(self.id), 0], np.int64)
-        m, self.total, self.comp = _reinforce(
+        _, self.total, self.comp, nmoved, _ = _reinforce(
             self._ids, self.starts, self.meta, self.base, self._count, self._last, bk, cnt, bnd, table,
             np.int64(0), np.int64(0), self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, rids,
-            np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), 1.0, self.total, self.comp)
-        return np.histogram(self.strength(), bins=edges)[0].astype(np.int64), m
+            np.ascontiguousarray(rdeltas, dtype=np.float32), np.int64(t), 1.0, -np.inf, self.total, self.comp)
+        return np.histogram(self.strength(), bins=edges)[0].astype(np.int64), nmoved
 
     def _top(self, touched: np.ndarray, g: float, cnt: np.ndarray | None) -> np.ndarray:
         k = min(self.k, len(self.id))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .network import Plan
-from .simulation import SpikingStep, initial_state
+from .simulation import SpikingStep, host_state, initial_state
 from .state import State
 from .synapses import build_connectivity, connectivity_complete, connectivity_loaders
 
@@ -93,8 +93,8 @@ class SpikeRecorder:
 def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = None, checkpoint_url: str | None = None,
              checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
              connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None,
-             record_v: Any = None, record_every_ms: float = 1.0, stream_state_url: str | None = None
-             ) -> dict[str, Any]:
+             record_v: Any = None, record_every_ms: float = 1.0, stream_state_url: str | None = None,
+             backend: str = "cpu") -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
     Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
@@ -104,6 +104,8 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
     ``record_every_ms`` into the spikes dataset's ``v`` array. With ``stream_state_url`` the run is
     out-of-core (``pipeline.streaming``): the state lives in that dataset, streamed every exchange window,
     and ``resume`` continues from its last window (checkpoints and ``record_v`` do not apply).
+    ``backend="gpu"`` runs the chunks on the workers' GPUs (see ``pipeline.simulation.SpikingStep``);
+    checkpoints then hold the state copied to the host, in the CPU's layout.
     Returns a summary with the Runner's reports (none when streamed; then ``windows`` holds their seconds).
     """
     from neurochunk.stores import Dataset
@@ -121,6 +123,8 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
             names = build_connectivity(plan, connectivity_url, client)
         loaders = connectivity_loaders(plan, names)
     if stream_state_url is not None:
+        if backend != "cpu":
+            raise ValueError(f"stream_state_url (out-of-core) runs on backend 'cpu' only, not {backend!r}")
         if record_v is not None:
             raise ValueError("record_v (sampled potentials) is not available with stream_state_url (out-of-core)")
         from .streaming import simulate_streaming
@@ -145,7 +149,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
                                   overwrite=True)
     every_v = max(1, int(round(record_every_ms / plan.dt)))
     if state is None:
-        state = initial_state(plan)
+        state = initial_state(plan, backend, client)
         recorder = SpikeRecorder.create(spikes_url, plan)
         if record_v is not None:
             recorder.start_samples(record_v, every_v * plan.dt)
@@ -162,7 +166,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if report.outputs.get("samples") is not None:
             recorder.append_samples(*report.outputs["samples"])
         if ckpt is not None and ((every and now - last["ckpt"] >= every) or now >= total):
-            st.update(n_spikes=recorder.n_spikes,
+            host_state(st).update(n_spikes=recorder.n_spikes,
                       n_samples=int(recorder.ds.attrs.get("n_samples", 0))).checkpoint(ckpt, f"step-{now}")
             last["ckpt"] = now
         if on_batch is not None:
@@ -170,7 +174,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
 
     state = state.persist(client)  # the first batch's two graphs (state, spikes) then share plain inputs
     step = SpikingStep(plan, loaders, batch_steps=batch,
-                       sample=None if record_v is None else (record_v, every_v))
+                       sample=None if record_v is None else (record_v, every_v), backend=backend)
     runner = Runner(step, state, client=client, on_batch=record, progress=progress)
     remaining = total - runner.steps_done
     if remaining > 0:

@@ -90,12 +90,7 @@ class Runner:
                 lazy = lazy.update(step=first + k)
                 outputs = self.step.outputs(lazy)
                 t1 = time.perf_counter()
-                state = lazy.persist(self.client)
-                out_keys = list(outputs)
-                if out_keys:
-                    values = (self.client.compute([outputs[x] for x in out_keys], sync=True)
-                              if self.client is not None else dask.compute(*[outputs[x] for x in out_keys]))
-                    outputs = dict(zip(out_keys, values, strict=True))
+                state, outputs = _persist_with_outputs(lazy, outputs, self.client)
                 _wait(state, self.client)
                 t2 = time.perf_counter()
                 self.state = state
@@ -115,6 +110,23 @@ class Runner:
         finally:
             bar.close()
         return self.state
+
+
+def _persist_with_outputs(lazy: State, outputs: dict[str, Any], client: Any) -> tuple[State, dict[str, Any]]:
+    """Persist the state and compute the outputs as one graph, so that each task runs once.
+
+    Two graphs sharing tasks (state, outputs) can run a task twice: locally always, on a cluster when
+    one graph's intermediate results are released before the other arrives.
+    """
+    import dask.array as da
+
+    names = [n for n, a in lazy.arrays.items() if isinstance(a, da.Array)]
+    keys = list(outputs)
+    collections = [lazy.arrays[n] for n in names] + [outputs[k] for k in keys]
+    done = client.persist(collections) if client is not None else dask.persist(*collections)
+    outs = done[len(names):]
+    values = (client.compute(outs, sync=True) if client is not None else dask.compute(*outs)) if outs else []
+    return lazy.update(dict(zip(names, done[:len(names)], strict=True))), dict(zip(keys, values, strict=True))
 
 
 def _wait(state: State, client: Any) -> None:

@@ -14,6 +14,8 @@ resuming in ``pipeline.recording``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -28,7 +30,8 @@ from .network import Plan
 from .state import State
 from .step import Step
 
-__all__ = ["initial_state", "SpikingStep", "STATE_DIMS", "EMPTY_CONN"]
+__all__ = ["initial_state", "initial_values", "SpikingStep", "STATE_DIMS", "EMPTY_CONN", "BACKENDS",
+           "ChunkFunctions", "chunk_functions", "host_state"]
 
 STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
               "ring": ("neuron", "slot", "receptor")}
@@ -48,12 +51,13 @@ def _draw(spec: Any, seed: int, var: int, pop: int, first: int, n: int) -> np.nd
     raise ValueError(f"initial value {spec!r}: expected a number, {{uniform: [lo, hi]}} or {{normal: [mean, std]}}")
 
 
-def _init_chunk(plan: Plan, c: int) -> tuple[np.ndarray, ...]:
+def initial_values(plan: Plan, c: int, uses_u: bool = True, uses_g: bool = True) -> tuple[np.ndarray, ...]:
+    """``(v, u, g)`` of chunk ``c`` at step 0 (``u``/``g`` of length 0 when not asked for)."""
     lo, hi = plan.chunks[c]
     n = hi - lo
     v = np.zeros(n, np.float32)
-    u = np.zeros(n, np.float32)
-    g = np.zeros((n, 2), np.float32)
+    u = np.zeros(n if uses_u else 0, np.float32)
+    g = np.zeros((n if uses_g else 0, 2), np.float32)
     for pop, a, b in plan.segments(c):
         p = plan.net.populations[pop]
         first, sl = a - int(plan.offsets[pop]), slice(a - lo, b - lo)
@@ -61,32 +65,132 @@ def _init_chunk(plan: Plan, c: int) -> tuple[np.ndarray, ...]:
         v0 = p.params.get("c", -65.0) if izh else p.params.get("E_L", DEFAULTS[p.model].get("E_L", 0.0))
         v[sl] = _draw(p.init.get("v", v0), plan.seed, 0, pop, first, b - a)
         if izh:
-            u[sl] = (_draw(p.init["u"], plan.seed, 1, pop, first, b - a) if "u" in p.init
-                     else np.float32(p.params.get("b", 0.2)) * v[sl])
+            if uses_u:
+                u[sl] = (_draw(p.init["u"], plan.seed, 1, pop, first, b - a) if "u" in p.init
+                         else np.float32(p.params.get("b", 0.2)) * v[sl])
             continue
         for r, name in enumerate(STATE_VARS[p.model][1:3]):
-            if name in p.init:
+            if name in p.init and uses_g:
                 g[sl, r] = _draw(p.init[name], plan.seed, 2 + r, pop, first, b - a)
+    return v, u, g
+
+
+def _init_chunk(plan: Plan, c: int) -> tuple[np.ndarray, ...]:
+    v, u, g = initial_values(plan, c)
+    n = len(v)
     return v, u, g, np.zeros(n, np.int32), np.zeros((n, plan.n_slots, 2), np.int32)
 
 
-def initial_state(plan: Plan) -> State:
-    """The lazy State at step 0: one init task per chunk, values keyed by (seed, variable, neuron)."""
-    parts = [dask.delayed(_init_chunk, nout=5)(plan, c) for c in range(len(plan.chunks))]
-    return State(_assemble(plan, [tuple(p) for p in parts]), STATE_DIMS, {"step": 0, "n_spikes": 0})
+@dataclass(frozen=True)
+class ChunkFunctions:
+    """The per-chunk functions a backend runs; the graph around them is the same for every backend."""
+
+    name: str
+    init: Callable[..., tuple[Any, ...]]
+    window: Callable[..., tuple[Any, ...]]
+    deliver: Callable[..., Any]
+    args: Callable[[Plan, int, tuple[Any, ...]], tuple[Any, ...]]
+    ring_receptors: Callable[[Plan], int]
+    array_module: str = "numpy"
+
+
+BACKENDS = ("cpu", "gpu")
+
+
+def chunk_functions(backend: str) -> ChunkFunctions:
+    """The chunk functions of ``backend``: ``cpu`` (numba kernels) or ``gpu`` (cupy twins, one GPU per worker)."""
+    if backend == "cpu":
+        return ChunkFunctions("cpu", _init_chunk, _window_task, _deliver_task, lambda plan, c, a: a, lambda plan: 2)
+    if backend == "gpu":
+        from . import simulation_gpu as g
+
+        return ChunkFunctions("gpu", g.init_chunk, g.window_task, g.deliver_task, g.chunk_args, g.ring_receptors,
+                              "cupy")
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def _check_backend(plan: Plan, fns: ChunkFunctions) -> None:
+    if fns.name != "gpu":
+        return
+    if plan.net.connectivity == "stored":
+        raise ValueError("backend 'gpu' generates synapses procedurally: it needs connectivity: procedural")
+    for pr, row in zip(plan.net.projections, plan.pint, strict=True):
+        if row[0] > 2:
+            raise ValueError(f"projection {pr.name!r}: backend 'gpu' generates fixed_probability, all_to_all and "
+                             f"one_to_one synapses; rule {pr.rule!r} runs on backend 'cpu'")
+
+
+def _workers(client: Any) -> list[str]:
+    info = client.scheduler_info()["workers"]
+    return [a for a, _ in sorted(info.items(), key=lambda kv: (str(kv[1].get("name")), kv[0]))]
+
+
+def initial_state(plan: Plan, backend: str = "cpu", client: Any = None) -> State:
+    """The lazy State at step 0: one init task per chunk, values keyed by (seed, variable, neuron).
+
+    With ``backend="gpu"`` and a ``client``, chunk ``c`` of ``C`` is created on worker ``c * W // C``
+    of the ``W`` workers (one per GPU) and persisted there; later windows stay with their data.
+    """
+    fns = chunk_functions(backend)
+    _check_backend(plan, fns)
+    n_chunks = len(plan.chunks)
+    if fns.name == "cpu" or client is None:
+        parts = [dask.delayed(fns.init, nout=5)(plan, c) for c in range(n_chunks)]
+        return State(_assemble(plan, [tuple(p) for p in parts], fns), STATE_DIMS, {"step": 0, "n_spikes": 0})
+    workers = _workers(client)
+    parts = []
+    for c in range(n_chunks):
+        with dask.annotate(workers=[workers[c * len(workers) // n_chunks]], allow_other_workers=True):
+            parts.append(tuple(dask.delayed(fns.init, nout=5)(plan, c)))
+    arrays = _assemble(plan, parts, fns)
+    names = list(arrays)
+    done = client.persist([arrays[k] for k in names], optimize_graph=False)
+    return State(dict(zip(names, done, strict=True)), STATE_DIMS, {"step": 0, "n_spikes": 0})
 
 
 _SHAPES = {"v": ((), np.float32), "u": ((), np.float32), "g": ((2,), np.float32), "ref": ((), np.int32)}
 
 
-def _assemble(plan: Plan, blocks: list[tuple[Any, ...]]) -> dict[str, da.Array]:
+def _assemble(plan: Plan, blocks: list[tuple[Any, ...]], fns: ChunkFunctions | None = None) -> dict[str, da.Array]:
+    fns = fns or chunk_functions("cpu")
     out = {}
     for k, name in enumerate(("v", "u", "g", "ref", "ring")):
-        tail, dtype = ((plan.n_slots, 2), np.int32) if name == "ring" else _SHAPES[name]
+        tail, dtype = ((plan.n_slots, fns.ring_receptors(plan)), np.int32) if name == "ring" else _SHAPES[name]
         tag = uuid.uuid4().hex
-        out[name] = da.concatenate([da.from_delayed(b[k], (hi - lo, *tail), dtype, name=f"{name}-{tag}-{c}")
+        meta = _meta(fns.array_module, 1 + len(tail), dtype)
+        out[name] = da.concatenate([da.from_delayed(b[k], (hi - lo, *tail), dtype, name=f"{name}-{tag}-{c}", meta=meta)
                                     for c, (b, (lo, hi)) in enumerate(zip(blocks, plan.chunks, strict=True))])
     return out
+
+
+def _meta(module: str, ndim: int, dtype: Any) -> Any:
+    if module == "numpy":
+        return None
+    import importlib
+
+    return importlib.import_module(module).empty((0,) * ndim, dtype)
+
+
+def host_state(state: State) -> State:
+    """``state`` with every array in the CPU layout on the host (what a checkpoint holds).
+
+    Arrays of the CPU backend are returned as they are; GPU blocks are copied to the host and the
+    GPU's one-receptor ring buffer is padded to the CPU's two receptors.
+    """
+    from neurochunk.kernels.neurons import N_RECEPTORS
+
+    arrays = {}
+    for name, arr in state.arrays.items():
+        on_gpu = isinstance(arr, da.Array) and type(arr._meta).__module__.split(".")[0] == "cupy"
+        narrow = name == "ring" and arr.shape[2] < N_RECEPTORS
+        if not (on_gpu or narrow):
+            continue
+        from .simulation_gpu import host_block
+
+        chunks = arr.chunks[:2] + ((N_RECEPTORS,),) if narrow else arr.chunks
+        arrays[name] = da.map_blocks(host_block, arr, N_RECEPTORS if narrow else None, chunks=chunks,
+                                     dtype=arr.dtype, meta=np.empty((0,) * arr.ndim, arr.dtype))
+    return state.update(arrays) if arrays else state
 
 
 def _chunk_args(plan: Plan, c: int) -> tuple[Any, ...]:
@@ -134,8 +238,14 @@ def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.
 def _gather(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     steps = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     gids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    order = np.lexsort((gids, steps))
-    return steps[order], gids[order]
+    # parts come in chunk (or window) order, each sorted: a stable sort by step merges the runs in O(n log parts)
+    order = np.argsort(steps, kind="stable")
+    steps, gids = steps[order], gids[order]
+    same = steps[1:] == steps[:-1]
+    if (gids[1:][same] <= gids[:-1][same]).any():
+        order = np.lexsort((gids, steps))
+        steps, gids = steps[order], gids[order]
+    return steps, gids
 
 
 def _gather_samples(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -171,14 +281,21 @@ class SpikingStep(Step):
         Per-chunk delayed stored-connectivity loaders (see ``stores.connectivity``); ``None``: procedural.
     batch_steps
         Steps per batch (per graph handed to the scheduler).
+    sample
+        ``(neuron ids, every n steps)`` whose membrane potential the batch samples.
+    backend
+        ``"cpu"`` (numba kernels) or ``"gpu"`` (cupy twins; each chunk's state stays on its worker's GPU;
+        procedural fixed-probability, all-to-all and one-to-one projections only).
     """
 
     def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000,
-                 sample: tuple[Any, int] | None = None) -> None:
+                 sample: tuple[Any, int] | None = None, backend: str = "cpu") -> None:
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
+        self.fns = chunk_functions(backend)
+        _check_backend(plan, self.fns)
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
-        self._args = [_chunk_args(plan, c) for c in range(len(plan.chunks))]
+        self._args = [self.fns.args(plan, c, _chunk_args(plan, c)) for c in range(len(plan.chunks))]
         self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)
         if sample is not None:
             ids, every = np.unique(np.asarray(sample[0], np.int64)), int(sample[1])
@@ -203,7 +320,7 @@ class SpikingStep(Step):
         n_chunks = len(blocks)
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
         width = self.plan.window or n
-        task = dask.delayed(_window_task, nout=6)
+        task = dask.delayed(self.fns.window, nout=6)
         incoming, windows, sampled = None, [], []
         for s in range(s0, s0 + n, width):
             k = min(width, s0 + n - s)
@@ -214,11 +331,11 @@ class SpikingStep(Step):
             windows.append(incoming)
             sampled += [r[5] for r in res]
         if n_chunks > 1:
-            deliver = dask.delayed(_deliver_task)
+            deliver = dask.delayed(self.fns.deliver)
             blocks = [(*b[:4], deliver(self._args[c], conns[c], b[4], incoming)) for c, b in enumerate(blocks)]
         self._spikes = dask.delayed(_gather)(*windows)
         self._samples = dask.delayed(_gather_samples)(*sampled) if any(x is not None for x in self._sample) else None
-        return state.update(_assemble(self.plan, blocks))
+        return state.update(_assemble(self.plan, blocks, self.fns))
 
     def outputs(self, state: State) -> dict[str, Any]:
         out = {"spikes": self._spikes}

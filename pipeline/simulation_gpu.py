@@ -1,0 +1,167 @@
+"""GPU chunk tasks of the spiking Step: each chunk's state lives as cupy arrays on the worker that owns it.
+
+The graph is the CPU's (``pipeline.simulation``); only the per-chunk functions differ. A window
+task delivers the other chunks' spikes of the last window into the chunk's ring buffer
+(``kernels.delivery_gpu``), advances the chunk with ``kernels.network_gpu.run_window_gpu`` and
+returns the chunk's arrays and its spikes, copied to the host (the only data that crosses chunks).
+The arrays are advanced in place: a window's inputs are read by that window's task alone, and
+copying a GPU's whole state every window would halve the network it holds.
+
+Layout on the device: the ring buffer is slot-major in memory behind its ``(neuron, slot,
+receptor)`` shape (the neuron update reads it coalesced) and holds one receptor when no input
+reaches the second; ``u`` and ``g`` of chunks whose models do not use them are zero-stride views of
+one element. :func:`host_block` turns a chunk back into the CPU layout for checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from neurochunk.kernels.neurons import N_RECEPTORS
+
+from .network import Plan
+
+__all__ = ["chunk_args", "init_chunk", "window_task", "deliver_task", "host_block", "ring_receptors",
+           "BLOCK_MAJOR_FROM"]
+
+# chunks of at least this many neurons order delivery threads by target block (their ring rows do not
+# fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons); smaller chunks by spike
+BLOCK_MAJOR_FROM = 1 << 23
+_USES_U, _USES_G = {3}, {0, 1}  # izhikevich; lif_coba and lif_cuba_exp
+
+
+def ring_receptors(plan: Plan) -> int:
+    """Receptors the GPU ring buffer holds: 1 when no projection or background input targets the second."""
+    used = {int(r) for r in plan.pint[:, 5]} | {int(r) for lam, _, r in plan.pois if lam > 0}
+    return 1 if max(used, default=0) == 0 else N_RECEPTORS
+
+
+def chunk_args(plan: Plan, c: int, cpu_args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The CPU task arguments plus the chunk's device layout: (receptors, uses u, uses g, block-major)."""
+    models = {int(plan.models[k]) for k, _, _ in plan.segments(c)}
+    lo, hi = plan.chunks[c]
+    return (*cpu_args, ring_receptors(plan), bool(models & _USES_U), bool(models & _USES_G),
+            hi - lo >= BLOCK_MAJOR_FROM)
+
+
+def _cp() -> Any:
+    import cupy as cp
+
+    return cp
+
+
+def _placeholder(cp: Any, shape: tuple[int, ...]) -> Any:
+    return cp.broadcast_to(cp.zeros((1,) * len(shape), cp.float32), shape)
+
+
+def _device(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any) -> tuple[Any, ...]:
+    """The chunk in the device layout (a chunk restored from a checkpoint comes in the CPU's)."""
+    cp = _cp()
+    n_rec, uses_u, uses_g = args[6:9]
+    if isinstance(ring, cp.ndarray) and ring.strides[0] == ring.itemsize and ring.shape[2] == n_rec:
+        return v, u, g, ref, ring
+    v, u, g, ref, ring = (host_block(x) for x in (v, u, g, ref, ring))
+    n = len(v)
+    if n_rec < ring.shape[2] and ring[:, :, n_rec:].any():
+        raise ValueError("the checkpoint's ring buffer holds input for a receptor this network does not use")
+    work = cp.asarray(np.ascontiguousarray(ring[:, :, :n_rec].transpose(1, 2, 0)))
+    return (cp.asarray(v), cp.asarray(u) if uses_u else _placeholder(cp, (n,)),
+            cp.asarray(g) if uses_g else _placeholder(cp, (n, 2)), cp.asarray(ref), work.transpose(2, 0, 1))
+
+
+def init_chunk(plan: Plan, c: int) -> tuple[Any, ...]:
+    """Chunk ``c`` at step 0 on this worker's GPU: the CPU's initial values (same keyed draws), device layout."""
+    from .simulation import initial_values
+
+    cp = _cp()
+    args = chunk_args(plan, c, ())
+    n_rec, uses_u, uses_g = args[:3]
+    v, u, g = initial_values(plan, c, uses_u, uses_g)
+    n = len(v)
+    ring = cp.zeros((plan.n_slots, n_rec, n), cp.int32).transpose(2, 0, 1)
+    return (cp.asarray(v), cp.asarray(u) if uses_u else _placeholder(cp, (n,)),
+            cp.asarray(g) if uses_g else _placeholder(cp, (n, 2)), cp.zeros(n, cp.int32), ring)
+
+
+def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int) -> tuple[Any, Any]:
+    from neurochunk.kernels.network_gpu import run_window_gpu
+
+    tables, lo, seed, pint, pflt, block = args[:6]
+    uu = u[:1] if u.strides[0] == 0 else u
+    gg = g[:1] if g.strides[0] == 0 else g
+    return run_window_gpu(tables, v, uu, gg, ref, ring, s0, n_steps, lo, seed, pint, pflt, block)
+
+
+def _incoming(args: tuple[Any, ...], ring: Any, incoming: tuple[np.ndarray, np.ndarray]) -> None:
+    from neurochunk.kernels.delivery_gpu import deliver_gpu
+
+    _, lo, seed, pint, pflt, block = args[:6]
+    hi = lo + ring.shape[0]
+    deliver_gpu(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+
+
+def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spikes for the exchange: int32 when they fit (half the bytes every worker receives)."""
+    dtype = cp.int32 if n_total < 2**31 else cp.int64
+    return cp.asnumpy(steps.astype(cp.int64)), cp.asnumpy(gids.astype(dtype))
+
+
+def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
+                incoming: tuple[np.ndarray, np.ndarray] | None, s0: int, n_steps: int,
+                sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
+    """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU)."""
+    cp = _cp()
+    n_total = int(args[0][4][-1])
+    v, u, g, ref, ring = _device(args, v, u, g, ref, ring)
+    if incoming is not None and len(incoming[0]):
+        _incoming(args, ring, incoming)
+    if sample is None or len(sample[0]) == 0:
+        steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
+        return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total), None)
+    idx, every = sample
+    lo = args[1]
+    local = cp.asarray(idx - lo)
+    parts, times, values = [], [], []
+    s, end = s0, s0 + n_steps
+    while s < end:
+        k = min(end, (s // every + 1) * every) - s
+        parts.append(_run(args, v, u, g, ref, ring, s, k))
+        s += k
+        if s % every == 0:
+            times.append(s)
+            values.append(cp.asnumpy(v[local]))
+    steps = cp.concatenate([p[0] for p in parts])
+    gids = cp.concatenate([p[1] for p in parts])
+    samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
+    return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total), samples)
+
+
+def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any,
+                 incoming: tuple[np.ndarray, np.ndarray]) -> Any:
+    """The last window's spikes of the other chunks into the ring buffer (the end of a batch)."""
+    cp = _cp()
+    if not isinstance(ring, cp.ndarray):
+        raise TypeError("deliver_task expects the chunk's ring buffer on the GPU")
+    if len(incoming[0]):
+        _incoming(args, ring, incoming)
+    cp.cuda.get_current_stream().synchronize()  # the batch's time then includes its last kernels
+    return ring
+
+
+def host_block(x: Any, receptors: int | None = None) -> np.ndarray:
+    """One state block in the CPU layout on the host (a ring buffer padded to ``receptors``)."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        cp = _cp()
+        if x.ndim == 3:  # the slot-major ring: copy its contiguous memory, transpose on the host
+            x = cp.asnumpy(cp.ascontiguousarray(x.transpose(1, 2, 0))).transpose(2, 0, 1)
+        elif 0 in x.strides:
+            x = np.zeros(x.shape, x.dtype)
+        else:
+            x = cp.asnumpy(x)
+    x = np.asarray(x)
+    if receptors is not None and x.shape[2] < receptors:
+        pad = np.zeros((*x.shape[:2], receptors - x.shape[2]), x.dtype)
+        x = np.concatenate([x, pad], axis=2)
+    return np.ascontiguousarray(x)

@@ -74,7 +74,7 @@ def _next_target(pflt, p, key, k, j):
     return j + 1 + np.int64(skip), k + 1
 
 
-_BATCH = 16
+_BATCH = 32
 _MANT = np.int64((1 << 52) - 1)
 _ONE = np.int64(1023 << 52)
 _LN2 = math.log(2.0)
@@ -82,12 +82,16 @@ _SQRT2 = math.sqrt(2.0)
 
 
 @_inline
-def _skip_batch(key, k, inv, y):
-    """``y[t] ~ log(uniform(key, k + t)) * inv`` for the batch, within ``(|inv| + y) * 1e-13``.
+def _skip_batch(key, k, inv, tol0, y, skips):
+    """The geometric skips ``floor(log(uniform(key, k + t)) * inv)`` of a batch, as :func:`_next_target` draws them.
 
-    Vectorisable: the uniform's 53-bit integer is split into exponent and mantissa and the log of
-    the mantissa in ``[sqrt(1/2), sqrt(2))`` is ``2 atanh(s)``, ``s = (f - 1) / (f + 1)``, to ``s**15``.
+    Vectorised: the uniform's 53-bit integer is split into exponent and mantissa, and the log of the
+    mantissa in ``[sqrt(1/2), sqrt(2))`` is ``2 atanh(s)``, ``s = (f - 1) / (f + 1)``, to ``s**15``: within
+    ``(|inv| + y) * 1e-13`` of ``math.log(u) * inv`` (1e-15 measured). A value within ``tol0 + y * 1e-12`` of an
+    integer is recomputed with ``math.log``, so every skip is exactly the generator's. Skips are capped at
+    ``2**40`` (past any block, as :func:`_next_target`'s huge skips are).
     """
+    near = 0
     for t in range(y.shape[0]):
         x = mix64(key + (np.uint64(k + t) + np.uint64(1)) * GOLDEN)
         bits = np.float64(np.int64(x >> np.uint64(11)) + 1).view(np.int64)
@@ -100,53 +104,63 @@ def _skip_batch(key, k, inv, y):
         z = s * s
         poly = 1.0 + z * (1.0 / 3 + z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (
             1.0 / 13 + z * (1.0 / 15)))))))
-        y[t] = (e * _LN2 + 2.0 * s * poly) * inv
+        yt = min((e * _LN2 + 2.0 * s * poly) * inv, 1.0995e12)
+        fl = math.floor(yt)
+        tol = tol0 + yt * 1e-12
+        y[t] = yt
+        skips[t] = fl
+        near += (yt - fl < tol) | (fl + 1.0 - yt < tol)
+    if near:
+        for t in range(y.shape[0]):
+            fl = math.floor(y[t])
+            tol = tol0 + y[t] * 1e-12
+            if y[t] - fl < tol or fl + 1.0 - y[t] < tol:
+                skips[t] = min(math.floor(math.log(uniform(key, k + t)) * inv), 1 << 40)
 
 
 @_inline
 def _deliver_constant(steps, gids, skip_lo, skip_hi, pflt, p, seed, pid, block, lo, hi, ring, n_slots,
                       pre_lo, pre_n, post_lo, post_hi, r, b0, b1):
-    """Constant weight and delay: the geometric skips of a block come :data:`_BATCH` at a time from
-    :func:`_skip_batch`; a skip whose approximation lies within the error bound of an integer is
-    recomputed with ``math.log`` as :func:`_next_target` does, so the targets are exactly its targets."""
+    """Constant weight and delay: skips :data:`_BATCH` at a time from :func:`_skip_batch` (the same targets
+    as :func:`_next_target`); spikes of one ring slot at a time, so the writes stay in one row's block."""
     wq = np.int32(np.rint(pflt[p, F_WA] / pflt[p, F_Q]))
     d = int(pflt[p, F_DA])
     inv = pflt[p, F_INV_LOG1MP]
     tol0 = abs(inv) * 1e-12
     y = np.empty(_BATCH, np.float64)
-    for b in range(b0, b1):
-        start = post_lo + b * block
-        n_b = min(block, post_hi - start)
-        a = max(lo, start) - start  # the part of the block inside [lo, hi)
-        e = min(hi, start + n_b) - start
-        for x in range(gids.shape[0]):
-            g = gids[x]
-            pre = g - pre_lo
-            if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
-                continue
-            row = ring[(steps[x] + d) % n_slots, r]
-            key = stream_key(seed, pid, pre, b)
-            k = 0
-            j = np.int64(-1)
-            going = True
-            while going:
-                _skip_batch(key, k, inv, y)
-                for t in range(_BATCH):
-                    yt = y[t]
-                    fl = math.floor(yt)
-                    tol = tol0 + yt * 1e-12
-                    if yt - fl < tol or fl + 1.0 - yt < tol:
-                        fl = math.floor(math.log(uniform(key, k + t)) * inv)
-                    if fl > 2.0e9:
-                        going = False
-                        break
-                    j += 1 + np.int64(fl)
-                    if j >= e:
-                        going = False
-                        break
-                    if j >= a:
-                        row[start + j - lo] += wq
-                k += _BATCH
+    skips = np.empty(_BATCH, np.int64)
+    n_spk = gids.shape[0]
+    x0 = 0
+    while x0 < n_spk:
+        x1 = x0 + 1
+        while x1 < n_spk and steps[x1] == steps[x0]:
+            x1 += 1
+        row = ring[(steps[x0] + d) % n_slots, r]
+        for b in range(b0, b1):
+            start = post_lo + b * block
+            n_b = min(block, post_hi - start)
+            a = max(lo, start) - start  # the part of the block inside [lo, hi)
+            e = min(hi, start + n_b) - start
+            for x in range(x0, x1):
+                g = gids[x]
+                pre = g - pre_lo
+                if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                    continue
+                key = stream_key(seed, pid, pre, b)
+                k = 0
+                j = np.int64(-1)
+                going = True
+                while going:
+                    _skip_batch(key, k, inv, tol0, y, skips)
+                    for t in range(_BATCH):
+                        j += 1 + skips[t]
+                        if j >= e:
+                            going = False
+                            break
+                        if j >= a:
+                            row[start + j - lo] += wq
+                    k += _BATCH
+        x0 = x1
 
 
 @_jit

@@ -11,6 +11,7 @@ keyed by (seed, counter), so every process draws the same numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -18,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "EMPTY_ID",
+    "KeyedStream",
     "MaintainedTopK",
     "aggregate_deltas",
     "apply_deltas",
@@ -28,6 +30,7 @@ __all__ = [
     "keep_last_of_runs",
     "keyed_ids",
     "keyed_reinforcement",
+    "keyed_reinforcement_part",
     "lookup_indexed",
     "lookup_sorted",
     "merge_top_k",
@@ -436,6 +439,31 @@ def keyed_reinforcement_part(seed: int, id_seed: int, step: int, n_pool: int, n_
         raise ValueError(f"partition {part} is not in [0, {n_partitions})")
     return _keyed_part(np.uint64(seed), np.uint64(step), np.uint64(n_pool), int(n_draws), _offset(id_seed),
                        float(min_delta), float(max_delta - min_delta), np.uint64(part), np.uint64(n_partitions))
+
+
+@dataclass(frozen=True)
+class KeyedStream:
+    """Partition ``part`` of ``n_partitions``'s share of a keyed reinforcement stream: iteration t gives
+    :func:`keyed_reinforcement_part` (kernels can generate it themselves, without a Python call)."""
+
+    seed: int
+    id_seed: int
+    n_pool: int
+    n_draws: int
+    max_delta: float = 0.2
+    min_delta: float = 0.0
+    part: int = 0
+    n_partitions: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.part < self.n_partitions:
+            raise ValueError(f"partition {self.part} is not in [0, {self.n_partitions})")
+        if self.n_pool < 1 or self.n_draws < 0:
+            raise ValueError(f"need n_pool >= 1 and n_draws >= 0 (got {self.n_pool}, {self.n_draws})")
+
+    def __call__(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        return keyed_reinforcement_part(self.seed, self.id_seed, t, self.n_pool, self.n_draws, self.max_delta,
+                                        self.min_delta, self.part, self.n_partitions)
 
 
 class MaintainedTopK:

@@ -48,7 +48,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .memory import EMPTY_ID, build_index
+from .memory import EMPTY_ID, KeyedStream, _keyed_part, _offset, build_index
 
 __all__ = ["ScaledPartition", "reference_block"]
 
@@ -517,18 +517,63 @@ def _top_pool(base: np.ndarray, bk: np.ndarray, cnt: np.ndarray, size: int) -> t
     return pool[:m], outside
 
 
-def _full_top_bucketed(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np.ndarray, bk: np.ndarray,
-                       cnt: np.ndarray) -> tuple[np.ndarray, float]:
+@numba.njit(nogil=True, cache=True)
+def _rebuild_top(base: np.ndarray, ids: np.ndarray, g: float, size: int, incand: np.ndarray, bk: np.ndarray,
+                 cnt: np.ndarray) -> tuple[np.ndarray, float]:
+    """Candidates from the highest buckets: the ``size`` best in visible order, listed in b-order, and the
+    largest base of the rest."""
     pool, outside = _top_pool(base, bk, cnt, size)
-    s = (base[pool] * g).astype(np.float32)
-    pool = pool[np.lexsort((ids[pool], -s.astype(np.float64)))]
-    if len(pool) > size:
-        outside = max(outside, float(base[pool[size:]].max()))
-        pool = pool[:size]
-    pool = pool[np.lexsort((ids[pool], -base[pool]))]  # kept in b-order
+    best = _visible_prefix(_b_order(pool, base, ids), base, ids, g, pool.shape[0])
+    for i in range(size, best.shape[0]):
+        outside = max(outside, base[best[i]])
+    cand = _b_order(best[:size], base, ids)
     incand[:] = False
-    incand[pool] = True
-    return pool, outside
+    for i in range(cand.shape[0]):
+        incand[cand[i]] = True
+    return cand, outside
+
+
+@numba.njit(nogil=True, cache=True)
+def _iterate_keyed(rec_ids: np.ndarray, ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.ndarray,
+                   count: np.ndarray, last: np.ndarray, bk: np.ndarray, cnt: np.ndarray, bnd: np.ndarray,
+                   table: np.ndarray, key0: np.int64, shift: np.int64, rank: np.ndarray, stamp: np.ndarray,
+                   slot_pos: np.ndarray, slot_acc: np.ndarray, slot_occ: np.ndarray, rpos: np.ndarray,
+                   rend: np.ndarray, stream: tuple, t0: int, w: int, f: float, scale: float, total: float,
+                   comp: float, cand: np.ndarray, incand: np.ndarray, outside: float, k: int, size: int,
+                   sums: np.ndarray, maxima: np.ndarray, top_s: np.ndarray, top_i: np.ndarray, row0: int,
+                   hist: np.ndarray) -> tuple[float, float, float, np.ndarray, float, int]:
+    """``w`` iterations of a window in one call, the keyed draws generated here: what
+    :meth:`ScaledPartition.run` does per iteration, with no Python in between."""
+    seed, n_pool, n_draws, offset, lo, span, part, n_parts = stream
+    npart = rec_ids.shape[0]
+    rebuilds = 0
+    for j in range(w):
+        t = t0 + j
+        scale = scale * f
+        g = scale
+        rids, rdeltas = _keyed_part(seed, np.uint64(t), n_pool, n_draws, offset, lo, span, part, n_parts)
+        floor = _floor(cand, base) if cand.shape[0] >= min(size, npart) else -np.inf
+        _, total, comp, nmoved, out_max = _reinforce(rec_ids, starts, meta, base, count, last, bk, cnt, bnd, table,
+                                                     key0, shift, stamp, slot_pos, slot_acc, slot_occ, rpos, rend,
+                                                     rids, rdeltas, np.int64(t), g, floor, total, comp)
+        outside = max(outside, out_max)
+        hist[:] = _histogram(cnt, rank[j], npart)
+        sums[row0 + j] = g * (total + comp)
+        if npart == 0:
+            continue
+        ok = False
+        top = cand
+        if not (np.isinf(outside) and outside > 0):
+            cand, outside, ok, top = _update_top(cand, incand, outside, rpos[:nmoved], base, ids, g, k, size)
+        if not ok:
+            cand, outside = _rebuild_top(base, ids, g, size, incand, bk, cnt)
+            rebuilds += 1
+            top = _visible_prefix(cand, base, ids, g, min(k, npart))
+        for r in range(top.shape[0]):
+            top_s[row0 + j, r] = np.float32(base[top[r]] * g)
+            top_i[row0 + j, r] = ids[top[r]]
+        maxima[row0 + j] = top_s[row0 + j, 0]
+    return scale, total, comp, cand, outside, rebuilds
 
 
 class ScaledPartition:
@@ -607,6 +652,24 @@ class ScaledPartition:
             if f > 0.0:
                 bnd, rank, table, key0, shift, _, cnt = _window(self.base, g0, np.full(w, f), self.edges,
                                                                   _TABLE_CELLS, self._bk)
+            if f > 0.0 and isinstance(source, KeyedStream):  # the whole window in one compiled call
+                if source.n_draws > cap:
+                    cap = source.n_draws
+                    slot_pos, slot_acc, slot_occ = np.empty(cap, np.int64), np.empty(cap), np.empty(cap, np.int64)
+                    rpos, rend = np.empty(cap, np.int64), np.empty(cap, np.int64)
+                    self.stamp = np.empty(1 << int(2 * cap - 1).bit_length(), np.int64)
+                stream = (np.uint64(source.seed), np.uint64(source.n_pool), int(source.n_draws),
+                          _offset(source.id_seed), float(source.min_delta),
+                          float(source.max_delta - source.min_delta), np.uint64(source.part),
+                          np.uint64(source.n_partitions))
+                self.scale, self.total, self.comp, self.cand, self.outside, rebuilds = _iterate_keyed(
+                    self._ids, self.id, self.starts, self.meta, self.base, self._count, self._last, self._bk, cnt,
+                    bnd, table, key0, shift, rank, self.stamp, slot_pos, slot_acc, slot_occ, rpos, rend, stream,
+                    t0 + i, w, f, self.scale, self.total, self.comp, self.cand, self.incand, self.outside, k,
+                    self.size, sums, maxima, top_s, top_i, i, hist)
+                self.rebuilds += rebuilds
+                i += w
+                continue
             for j in range(w):
                 t = t0 + i + j
                 if f == 0.0:  # everything decays to exactly 0: restart the scale
@@ -668,7 +731,7 @@ class ScaledPartition:
         if cnt is None:
             self.cand, self.outside = _full_top(self.base, self.id, g, self.size, self.incand)
         else:
-            self.cand, self.outside = _full_top_bucketed(self.base, self.id, g, self.size, self.incand, self._bk, cnt)
+            self.cand, self.outside = _rebuild_top(self.base, self.id, g, self.size, self.incand, self._bk, cnt)
         self.rebuilds += 1
         return _visible_prefix(self.cand, self.base, self.id, g, k)
 

@@ -125,8 +125,12 @@ class KeyedSource:
 
     def partition(self, t: int, p: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
         """The draws of iteration ``t`` owned by partition ``p``: ``_own(*self(t), p, n_partitions)``, faster."""
-        return K.keyed_reinforcement_part(self.seed, self.id_seed, t, self.n_pool, self.n_draws, self.max_delta,
-                                          self.min_delta, p, n_partitions)
+        return self.stream(p, n_partitions)(t)
+
+    def stream(self, p: int, n_partitions: int) -> K.KeyedStream:
+        """Partition ``p``'s share of this stream, in a form kernels generate themselves."""
+        return K.KeyedStream(self.seed, self.id_seed, self.n_pool, self.n_draws, self.max_delta, self.min_delta, p,
+                             n_partitions)
 
 
 # -- per-process partition cache and I/O counters (one per worker process) -----------------------
@@ -267,7 +271,9 @@ def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int
     out = part.copy()
     if scaled and len(out):
         lazy = ScaledPartition(out.id, out.strength, out.count, out.last_step, k, bins)
-        stats = lazy.run(t0, n, rate, lambda t: _owned(source, t, out.index, n_partitions))
+        mine = (source.stream(out.index, n_partitions) if type(source) is KeyedSource
+                else lambda t: _own(*source(t), out.index, n_partitions))
+        stats = lazy.run(t0, n, rate, mine)
         out.strength[:] = lazy.strength()
         return out, {**stats, "reads": int(part.bytes_read > 0), "bytes_read": part.bytes_read}
     ranker = K.MaintainedTopK(k)

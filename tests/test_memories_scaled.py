@@ -125,3 +125,14 @@ def test_scaled_small_candidate_pool_stays_exact(slack):
     src = KeyedSource(seed=13, id_seed=2, n_pool=n + 20, n_draws=150, max_delta=0.8, min_delta=-0.5)
     _, got, _, _ = _run_both(n, 30, 0.1, 12, 30, 5, src, slack=slack)
     assert got["rebuilds"] >= 1
+
+
+@pytest.mark.parametrize(("rate", "bins", "window", "part"), [(0.05, 10, 7, 0), (0.3, 7, 9, 1)])
+def test_keyed_stream_windows_in_one_call_equal_reference(rate, bins, window, part):
+    from neurochunk.kernels.memory import KeyedStream
+
+    n = 6000  # the compiled window loop (draws generated inside) against the same numpy reference
+    src = KeyedStream(seed=21, id_seed=2, n_pool=n + 200, n_draws=500, max_delta=0.35, min_delta=-0.2, part=part,
+                      n_partitions=2 if part else 1)
+    _, got, _, _ = _run_both(n, 40, rate, bins, 25, window, src)
+    assert got["rebuilds"] < 40

@@ -22,7 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from neurochunk.kernels.neurons import DEFAULTS, STATE_VARS, run_window_slot_major
+from neurochunk.kernels.neurons import DEFAULTS, STATE_VARS, neuron_major, run_window_slot_major, slot_major
 from neurochunk.kernels.procedural import deliver_many
 from neurochunk.kernels.rng import STREAM_INIT, normal_array, uniform_array
 
@@ -31,7 +31,7 @@ from .state import State
 from .step import Step
 
 __all__ = ["initial_state", "initial_values", "SpikingStep", "STATE_DIMS", "EMPTY_CONN", "BACKENDS",
-           "ChunkFunctions", "chunk_functions", "host_state"]
+           "ChunkFunctions", "chunk_functions", "check_backend", "host_state"]
 
 STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
               "ring": ("neuron", "slot", "receptor")}
@@ -109,8 +109,9 @@ def chunk_functions(backend: str) -> ChunkFunctions:
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
-def _check_backend(plan: Plan, fns: ChunkFunctions) -> None:
-    if fns.name != "gpu":
+def check_backend(plan: Plan, backend: str) -> None:
+    """Raise ``ValueError`` naming what ``backend`` cannot run in ``plan``."""
+    if chunk_functions(backend).name != "gpu":
         return
     if plan.net.connectivity == "stored":
         raise ValueError("backend 'gpu' generates synapses procedurally: it needs connectivity: procedural")
@@ -132,7 +133,7 @@ def initial_state(plan: Plan, backend: str = "cpu", client: Any = None) -> State
     of the ``W`` workers (one per GPU) and persisted there; later windows stay with their data.
     """
     fns = chunk_functions(backend)
-    _check_backend(plan, fns)
+    check_backend(plan, fns.name)
     n_chunks = len(plan.chunks)
     if fns.name == "cpu" or client is None:
         parts = [dask.delayed(fns.init, nout=5)(plan, c) for c in range(n_chunks)]
@@ -202,13 +203,13 @@ def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndar
                  n_steps: int, sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
     tables, lo, seed, pint, pflt, block = args
     v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
-    work = np.ascontiguousarray(ring.transpose(1, 2, 0))  # slot-major while the kernels run
+    work = slot_major(ring)  # slot-major while the kernels run
     hi = lo + v.shape[0]
     if incoming is not None:
         deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
     if sample is None or len(sample[0]) == 0:
         spikes = run_window_slot_major(*tables, v, u, g, ref, work, s0, n_steps, lo, seed, pint, pflt, block, *conn)
-        return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), (*spikes, None)
+        return v, u, g, ref, neuron_major(work), (*spikes, None)
     # sampled neurons: stop at every sampling step (the step count is a multiple of `every`)
     idx, every = sample
     parts, times, values = [], [], []
@@ -223,16 +224,16 @@ def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndar
     steps = np.concatenate([p[0] for p in parts])
     gids = np.concatenate([p[1] for p in parts])
     samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
-    return v, u, g, ref, np.ascontiguousarray(work.transpose(2, 0, 1)), (steps, gids, samples)
+    return v, u, g, ref, neuron_major(work), (steps, gids, samples)
 
 
 def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray,
                   incoming: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     _, lo, seed, pint, pflt, block = args
-    work = np.ascontiguousarray(ring.transpose(1, 2, 0))
+    work = slot_major(ring)
     hi = lo + ring.shape[0]
     deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
-    return np.ascontiguousarray(work.transpose(2, 0, 1))
+    return neuron_major(work)
 
 
 def _gather(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +294,7 @@ class SpikingStep(Step):
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
         self.fns = chunk_functions(backend)
-        _check_backend(plan, self.fns)
+        check_backend(plan, self.fns.name)
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
         self._args = [self.fns.args(plan, c, _chunk_args(plan, c)) for c in range(len(plan.chunks))]
         self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)

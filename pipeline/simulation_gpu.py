@@ -102,10 +102,10 @@ def _incoming(args: tuple[Any, ...], ring: Any, incoming: tuple[np.ndarray, np.n
     deliver_gpu(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
 
 
-def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int) -> tuple[np.ndarray, np.ndarray]:
+def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -> tuple[np.ndarray, np.ndarray]:
     """Spikes for the exchange: int32 when they fit (half the bytes every worker receives)."""
-    dtype = cp.int32 if n_total < 2**31 else cp.int64
-    return cp.asnumpy(steps.astype(cp.int64)), cp.asnumpy(gids.astype(dtype))
+    return (cp.asnumpy(steps.astype(cp.int32 if last_step < 2**31 else cp.int64)),
+            cp.asnumpy(gids.astype(cp.int32 if n_total < 2**31 else cp.int64)))
 
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
@@ -119,7 +119,7 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         _incoming(args, ring, incoming)
     if sample is None or len(sample[0]) == 0:
         steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
-        return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total), None)
+        return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), None)
     idx, every = sample
     lo = args[1]
     local = cp.asarray(idx - lo)
@@ -135,7 +135,7 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
     steps = cp.concatenate([p[0] for p in parts])
     gids = cp.concatenate([p[1] for p in parts])
     samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
-    return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total), samples)
+    return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), samples)
 
 
 def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any,

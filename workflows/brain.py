@@ -4,7 +4,8 @@ A network is either a named benchmark (``coba``: Vogels-Abbott COBA,
 ``brunel``: Brunel 2000 model A) or ``custom`` populations and projections
 written out in the config (see ``pipeline.network`` for their fields).
 The run writes ``spikes.zarr`` (and ``checkpoint.zarr``, ``connectivity/``
-when asked) under ``store.url`` and draws ``raster.png`` and ``rates.png``.
+when asked) under ``store.url`` and draws ``raster.png`` and ``rates.png``. ``backend: gpu`` (with
+``cluster: {gpu: true}``: dask-cuda, one worker per GPU) keeps each chunk's state on a worker's GPU.
 
 The same in a script of your own::
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from neurochunk.pipeline.network import Network, Population, Projection, brunel_network, coba_network
 from neurochunk.pipeline.recording import read_spikes, simulate, spike_stats
+from neurochunk.pipeline.simulation import check_backend
 from neurochunk.stores import Dataset
 
 from .config import ConfigError, Field, Section
@@ -50,6 +52,8 @@ PARAMS = Section({
     "rule": Field(str, "fixed_probability", choices=("fixed_probability", "fixed_indegree"),
                   help="brunel's connection rule (fixed_indegree needs connectivity: stored)"),
     "batch_ms": Field(float, 100.0, help="simulated time per Dask graph"),
+    "backend": Field(str, "cpu", choices=("cpu", "gpu"),
+                     help="gpu: each chunk on a worker's GPU (with cluster.gpu: true, one worker per GPU)"),
     "checkpoint_every_ms": Field(float, 0.0, help="0: no checkpoints"),
     "resume": Field(bool, False, help="continue from the last checkpoint in store.url"),
     "out_of_core": Field(bool, False, help="stream the state from store.url/state.zarr every exchange window "
@@ -63,11 +67,19 @@ PARAMS = Section({
 
 
 def check(cfg: dict[str, Any]) -> None:
-    """Cross-field checks: the network must compile."""
+    """Cross-field checks: the network must compile and the backend must run it."""
+    p = cfg["params"]
     try:
-        network_from_params(cfg["params"]).plan()
+        plan = network_from_params(p).plan()
     except (ValueError, TypeError) as exc:
         raise ConfigError(cfg.get("_source", "<config>"), "params", str(exc)) from None
+    if p["backend"] != "cpu" and p["out_of_core"]:
+        raise ConfigError(cfg.get("_source", "<config>"), "params.backend",
+                          "out_of_core streams the state on backend cpu only")
+    try:
+        check_backend(plan, p["backend"])
+    except ValueError as exc:
+        raise ConfigError(cfg.get("_source", "<config>"), "params.backend", str(exc)) from None
 
 
 def network_from_params(p: dict[str, Any]) -> Network:
@@ -113,7 +125,7 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
                    checkpoint_every_ms=p["checkpoint_every_ms"], resume=p["resume"], batch_ms=p["batch_ms"],
                    connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True),
                    record_v=p["record_v"] or None, record_every_ms=p["record_every_ms"],
-                   stream_state_url=str(out / "state.zarr") if p["out_of_core"] else None)
+                   stream_state_url=str(out / "state.zarr") if p["out_of_core"] else None, backend=p["backend"])
     t, g, attrs = read_spikes(res["spikes_url"])
     stats = spike_stats(t, g, attrs["populations"], p["duration_ms"])
     reports = res["reports"]

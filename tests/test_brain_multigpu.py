@@ -1,0 +1,142 @@
+"""The GPU backend of the Dask pipeline: the CPU path's spikes, checkpoints in the CPU layout, resume.
+
+The backend checks run everywhere; the runs need cupy and a CUDA device (with dask-cuda they run on a
+LocalCUDACluster, one worker per GPU, the chunks spread over the GPUs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurochunk.pipeline.network import Network, Population, Projection, brunel_network, coba_network
+from neurochunk.pipeline.recording import read_spikes, simulate
+from neurochunk.pipeline.simulation import SpikingStep, check_backend, chunk_functions, host_state, initial_state
+
+
+def test_backend_is_named_and_checked() -> None:
+    assert chunk_functions("cpu").name == "cpu"
+    with pytest.raises(ValueError, match="backend must be one of cpu, gpu, got 'tpu'"):
+        chunk_functions("tpu")
+    stored = coba_network(400, connectivity="stored").plan()
+    with pytest.raises(ValueError, match="needs connectivity: procedural"):
+        check_backend(stored, "gpu")
+    pops = (Population("A", 100, "lif_cuba_delta"),)
+    out = Network(pops, (Projection("AA", "A", "A", "v", 0.1, rule="fixed_outdegree", k=5),)).plan()
+    with pytest.raises(ValueError, match="projection 'AA': backend 'gpu'.*'fixed_outdegree' runs on backend 'cpu'"):
+        SpikingStep(out, backend="gpu")
+    with pytest.raises(ValueError, match="out-of-core.*backend 'cpu' only"):
+        simulate(coba_network(400), 1.0, spikes_url="memory://x", stream_state_url="memory://s", backend="gpu")
+
+
+def test_host_state_leaves_a_cpu_state_as_it_is() -> None:
+    state = initial_state(coba_network(400, chunk=200).plan())
+    assert host_state(state) is state
+
+
+def test_workflow_refuses_gpu_out_of_core(tmp_path) -> None:
+    import yaml
+
+    from neurochunk.workflows.config import ConfigError
+    from neurochunk.workflows.run import prepare
+
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump({"workflow": "brain", "params": {"backend": "gpu", "out_of_core": True}}))
+    with pytest.raises(ConfigError, match="params.backend.*out_of_core"):
+        prepare(path)
+
+
+def _gpus() -> int:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - no cupy, no driver, no device
+        return 0
+
+
+needs_gpu = pytest.mark.skipif(_gpus() == 0, reason="needs cupy and a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def gpu_client():
+    if _gpus() == 0:
+        pytest.skip("needs cupy and a CUDA device")
+    pytest.importorskip("dask_cuda")
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    with LocalCUDACluster(host="127.0.0.1", dashboard_address=":0", device_memory_limit=0) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _run(net, ms, tmp_path, tag, client=None, **kw):
+    res = simulate(net, ms, spikes_url=str(tmp_path / f"{tag}.zarr"), client=client, batch_ms=4.0, progress=False,
+                   **kw)
+    return res, read_spikes(res["spikes_url"])
+
+
+def _latest_commit(url):
+    from neurochunk.stores import Dataset
+
+    ds = Dataset.open(url, kind="neuron_state")
+    return {k: np.asarray(a[...]) for k, a in ds.commits.open(ds.commits.latest()).arrays()}
+
+
+NETWORKS = {
+    "coba": (lambda: coba_network(4000, seed=3, chunk=1000), 20.0),
+    "brunel": (lambda: brunel_network(5000, rule="fixed_probability", seed=4, chunk=1250,
+                                      v_init={"uniform": [10.0, 20.0]}), 24.0),
+}
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("on", ["cluster", "local"])
+def test_gpu_dask_path_gives_the_cpu_dask_path_spikes(name, on, tmp_path, request) -> None:
+    client = request.getfixturevalue("gpu_client") if on == "cluster" else None
+    make, ms = NETWORKS[name]
+    net = make()
+    record_v = [0, 1300, 3999]
+    _, (tc, gc, _) = _run(net, ms, tmp_path, "cpu", checkpoint_url=str(tmp_path / "cpu-ck.zarr"),
+                          checkpoint_every_ms=8.0, record_v=record_v)
+    res, (tg, gg, _) = _run(net, ms, tmp_path, "gpu", client, checkpoint_url=str(tmp_path / "gpu-ck.zarr"),
+                            checkpoint_every_ms=8.0, record_v=record_v, backend="gpu")
+    assert len(tc) > 200 and res["steps"] == int(round(ms / 0.1))
+    np.testing.assert_array_equal(tc, tg)
+    np.testing.assert_array_equal(gc, gg)
+    from neurochunk.stores import Dataset
+
+    vc = Dataset.open(str(tmp_path / "cpu.zarr"), kind="spikes")["v"][:]
+    vg = Dataset.open(str(tmp_path / "gpu.zarr"), kind="spikes")["v"][:]
+    np.testing.assert_array_equal(vc, vg)
+    # the committed state is the CPU's, in the CPU's layout
+    cpu, gpu_state = _latest_commit(str(tmp_path / "cpu-ck.zarr")), _latest_commit(str(tmp_path / "gpu-ck.zarr"))
+    assert set(cpu) == set(gpu_state)
+    for k in cpu:
+        np.testing.assert_array_equal(cpu[k], gpu_state[k], err_msg=k)
+
+
+@pytest.mark.gpu
+def test_gpu_run_resumed_from_its_checkpoint_gives_the_uninterrupted_spikes(tmp_path, gpu_client) -> None:
+    net = brunel_network(5000, rule="fixed_probability", seed=6, chunk=1250, v_init={"uniform": [10.0, 20.0]})
+    _, (t0, g0, _) = _run(net, 24.0, tmp_path, "whole", gpu_client, backend="gpu")
+    ck = str(tmp_path / "ck.zarr")
+    _run(net, 16.0, tmp_path, "part", gpu_client, backend="gpu", checkpoint_url=ck, checkpoint_every_ms=8.0)
+    res, (t1, g1, _) = _run(net, 24.0, tmp_path, "part", gpu_client, backend="gpu", checkpoint_url=ck,
+                            checkpoint_every_ms=8.0, resume=True)
+    assert res["steps"] == 240
+    np.testing.assert_array_equal(t0, t1)
+    np.testing.assert_array_equal(g0, g1)
+
+
+@pytest.mark.gpu
+def test_gpu_chunks_are_spread_over_the_workers(gpu_client) -> None:
+    n_workers = len(gpu_client.scheduler_info()["workers"])
+    plan = brunel_network(4000, rule="fixed_probability", chunk=1000).plan()
+    state = initial_state(plan, "gpu", gpu_client)
+    owners = [w for _, (w,) in sorted(gpu_client.who_has(state["v"]).items(), key=lambda kv: kv[0][1])]
+    assert len(set(owners)) == min(n_workers, 4)
+    assert owners == sorted(owners, key=owners.index)  # neighbouring chunks share a worker

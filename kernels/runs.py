@@ -12,10 +12,12 @@ like ``cc3d.connected_components``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-__all__ = ["label_runs"]
+__all__ = ["Runs", "encode_runs", "label_runs"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -92,23 +94,23 @@ def _unite_rows(values: np.ndarray, start: np.ndarray, stop: np.ndarray, parent:
 
 
 @numba.njit(nogil=True, cache=True)
-def _label_runs(values: np.ndarray, order: int, out: np.ndarray) -> int:
+def _unite(values: np.ndarray, start: np.ndarray, stop: np.ndarray, row: np.ndarray, parent: np.ndarray,
+           order: int) -> tuple[np.ndarray, int]:
     nz, ny, nx = values.shape
-    start, stop, row, parent = _runs(values)
     g1 = 1 if order >= 2 else 0  # an in-plane or z step plus a step in x
+    g2 = 1 if order == 3 else 0  # z, y and x steps together: corners (26 only)
     for z in range(nz):
         for y in range(ny):
             a0, a1 = row[z * ny + y], row[z * ny + y + 1]
             if a0 == a1:
                 continue
             if y > 0:
-                b = (z * ny + y - 1)
+                b = z * ny + y - 1
                 _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z, y - 1, g1)
             if z > 0:
                 b = (z - 1) * ny + y
                 _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z - 1, y, g1)
                 if order >= 2:
-                    g2 = 1 if order == 3 else 0  # z, y and x steps together: corners (26 only)
                     if y > 0:
                         b = (z - 1) * ny + y - 1
                         _unite_rows(values, start, stop, parent, a0, a1, row[b], row[b + 1], z, y, z - 1, y - 1, g2)
@@ -118,33 +120,91 @@ def _label_runs(values: np.ndarray, order: int, out: np.ndarray) -> int:
     m = start.shape[0]
     ids = np.empty(m, dtype=np.uint32)
     n = 0
-    for r in range(m):
+    for r in range(m):  # roots are first runs: parents always point to smaller runs
         p = parent[r]
         if p == r:
             n += 1
             ids[r] = n
         else:
-            ids[r] = ids[parent[p]] if parent[p] != p else ids[p]
-            parent[r] = parent[p] if parent[p] != p else p
+            root = p if parent[p] == p else parent[p]
+            ids[r] = ids[root]
+            parent[r] = root
+    return ids, n
+
+
+@numba.njit(nogil=True, cache=True)
+def _paint(start: np.ndarray, stop: np.ndarray, row: np.ndarray, ids: np.ndarray, lut: np.ndarray,
+           out: np.ndarray) -> None:
+    nx = out.shape[2]
     flat = out.reshape(-1)
-    for q in range(nz * ny):  # slice stores compile to memset-like loops
+    for q in range(row.shape[0] - 1):  # slice stores compile to memset-like loops
         base = q * nx
         x = base
         for r in range(row[q], row[q + 1]):
             s = base + np.int64(start[r])
             e = base + np.int64(stop[r])
             flat[x:s] = 0
-            flat[s:e] = ids[r]
+            flat[s:e] = lut[ids[r]]
             x = e
         flat[x:base + nx] = 0
-    return n
 
 
-def label_runs(values: np.ndarray, connectivity: int, out: np.ndarray) -> int:
-    """Label the contiguous integer chunk ``values`` into ``out`` (``uint32``, same shape); returns ``n``.
+@numba.njit(nogil=True, cache=True)
+def _run_ids(labels: np.ndarray, start: np.ndarray, row: np.ndarray) -> np.ndarray:
+    ny, nx = labels.shape[1], labels.shape[2]
+    flat = labels.reshape(-1)
+    ids = np.empty(start.shape[0], dtype=np.uint32)
+    for q in range(row.shape[0] - 1):
+        for r in range(row[q], row[q + 1]):
+            ids[r] = flat[q * nx + start[r]]
+    return ids
 
-    Neighbours connect when their values are equal (pass ``values != 0`` as ``uint8``
-    for binary labelling).
+
+@dataclass(frozen=True)
+class Runs:
+    """A labelled chunk as runs along x: ``start``/``stop`` per run, ``row`` offsets per (z, y), ``ids``.
+
+    On connectomics labels this is 5-10x smaller than the ``uint32`` labels and paints
+    back (through any lookup table) at memory speed.
+    """
+
+    shape: tuple[int, int, int]
+    start: np.ndarray
+    stop: np.ndarray
+    row: np.ndarray
+    ids: np.ndarray
+    n: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.start.nbytes + self.stop.nbytes + self.row.nbytes + self.ids.nbytes)
+
+    def paint(self, lut: np.ndarray | None = None) -> np.ndarray:
+        """The labels (``lut[label]`` where a lookup table is given; ``lut[0]`` is ignored)."""
+        if lut is None:
+            lut = np.arange(self.n + 1, dtype=np.uint32)
+        out = np.empty(self.shape, dtype=lut.dtype)
+        _paint(self.start, self.stop, self.row, self.ids, np.ascontiguousarray(lut), out)
+        return out
+
+
+def _shape3(a: np.ndarray) -> tuple[int, int, int]:
+    return int(a.shape[0]), int(a.shape[1]), int(a.shape[2])
+
+
+def label_runs(values: np.ndarray, connectivity: int) -> Runs:
+    """Label the contiguous integer chunk ``values`` (neighbours connect when their values are equal).
+
+    Pass ``values != 0`` as ``uint8`` for binary labelling. Labels ``1..n`` follow the
+    raster order of each component's first voxel, as ``cc3d``'s do.
     """
     order = {6: 1, 18: 2, 26: 3}[connectivity]
-    return int(_label_runs(values, order, out))
+    start, stop, row, parent = _runs(values)
+    ids, n = _unite(values, start, stop, row, parent, order)
+    return Runs(_shape3(values), start, stop, row, ids, int(n))
+
+
+def encode_runs(labels: np.ndarray, n: int) -> Runs:
+    """The :class:`Runs` of an already labelled contiguous chunk (``labels`` ``1..n``)."""
+    start, stop, row, _ = _runs(labels)
+    return Runs(_shape3(labels), start, stop, row, _run_ids(labels, start, row), int(n))

@@ -200,9 +200,9 @@ def label_chunk(block: Any, connectivity: int = 26, binary: bool = False,
         raise ValueError(f"label method must be 'auto', 'numba', 'cc3d' or 'cupy', not {method!r}")
     from .runs import label_runs
 
-    out = np.empty(values.shape, dtype=np.uint32)
     _order(connectivity)
-    return out, label_runs(np.ascontiguousarray(values), connectivity, out)
+    runs = label_runs(np.ascontiguousarray(values), connectivity)
+    return runs.paint(), runs.n
 
 
 @numba.njit(nogil=True, cache=True)

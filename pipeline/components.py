@@ -27,10 +27,12 @@ import dask
 import numba
 import numpy as np
 
+from neurochunk.kernels.runs import encode_runs, label_runs
 from neurochunk.kernels.volume import boundary_pairs, forward_deltas, label_chunk, relabel
 from neurochunk.stores import Dataset
 from neurochunk.stores.ome import create_volume, level_array, open_volume, written_chunks
 
+from . import runcache
 from .blockwise import Box, block_grid, run_tasks, source_array
 
 __all__ = ["Merge", "connected_components", "merge_equivalences"]
@@ -108,9 +110,26 @@ def _read(src: Any, box: Box) -> np.ndarray:
     return np.asarray(src[box])
 
 
-def _scan(src: Any, box: Box, connectivity: int, binary: bool, method: str) -> tuple[int, Faces]:
+def _label_keep(values: np.ndarray, connectivity: int, binary: bool, method: str, cache: str | None,
+                block: int) -> tuple[np.ndarray, int]:
+    """Label a block; offer its runs to the run cache when one is open."""
+    if cache is None:
+        return label_chunk(values, connectivity, binary, method)
+    if method == "numba":
+        flat = (values != 0).view(np.uint8) if (binary or values.dtype == np.bool_) else values
+        runs = label_runs(np.ascontiguousarray(flat), connectivity)
+        labels, n = runs.paint(), runs.n
+    else:
+        labels, n = label_chunk(values, connectivity, binary, method)
+        runs = encode_runs(labels, n)
+    runcache.offer(cache, block, runs)
+    return labels, n
+
+
+def _scan(src: Any, box: Box, connectivity: int, binary: bool, method: str, cache: str | None = None,
+          block: int = -1) -> tuple[int, Faces]:
     values = _read(src, box)
-    labels, n = label_chunk(values, connectivity, binary, method)
+    labels, n = _label_keep(values, connectivity, binary, method, cache, block)
     faces: Faces = {}
     for axis in range(3):
         for side, sl in ((0, slice(0, 1)), (1, slice(-1, None))):
@@ -142,12 +161,18 @@ def _equivalences(me: int, scanned: tuple[int, Faces], neighbours: list[tuple[in
     return n, (np.concatenate(out) if out else np.zeros((0, 4), dtype=np.int64))
 
 
-def _relabel(src: Any, dst: Any, box: Box, lut: np.ndarray, connectivity: int, binary: bool, method: str) -> int:
-    labels, n = label_chunk(_read(src, box), connectivity, binary, method)
+def _relabel(src: Any, dst: Any, box: Box, lut: np.ndarray, connectivity: int, binary: bool, method: str,
+             cache: str | None = None, block: int = -1) -> int:
+    runs = runcache.take(cache, block)
+    if runs is not None:  # kept from the scan: paint the global ids, no read and no second labelling
+        n = runs.n
+        ids = runs.paint(lut)
+    else:
+        labels, n = label_chunk(_read(src, box), connectivity, binary, method)
     if n + 1 != len(lut):
         raise RuntimeError(f"block {box} now has {n} components but the merge recorded {len(lut) - 1}: "
                            "the source changed since the merge was committed; rerun with resume=False")
-    dst[box] = relabel(labels, lut)
+    dst[box] = ids if runs is not None else relabel(labels, lut)
     return 1
 
 
@@ -165,7 +190,7 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
                          chunks: Sequence[int] | None = None, method: str = "auto", client: Any = None,
                          level: int | str = 0, resume: bool = True, progress: bool = True,
                          voxel_size: Sequence[float] | None = None, shards: Sequence[int] | None = None,
-                         codec: str | None = "lz4") -> Dataset:
+                         codec: str | None = "lz4", cache_bytes: int = 256 * 2**20) -> Dataset:
     """Label the connected components of a whole volume, chunk by chunk, into a new label volume.
 
     Parameters
@@ -191,6 +216,11 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
         several times faster than zstd, which sets the pace at chunk rate: 59 vs 40
         megavoxels per CPU-second end to end (``benchmarks/results/connectomics.md``);
         ``None`` is the project's zstd default, about 3x smaller.
+    cache_bytes
+        Memory for blocks kept labelled (as runs) between the scan and the relabel
+        pass, which then skips reading and labelling them again
+        (:mod:`~neurochunk.pipeline.runcache`); 0 turns it off. Used with the
+        threaded scheduler (no ``client``); peak memory grows by at most this.
 
     Returns
     -------
@@ -218,10 +248,23 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
                              voxel_size=voxel_size or (1.0, 1.0, 1.0), overwrite=True,
                              attrs={"components": job, "complete": False}, write_empty_chunks=True)
 
+    cache = runcache.open_cache(cache_bytes) if fresh and client is None and cache_bytes > 0 else None
+    try:
+        return _run(arr, out, ds, merge, create, grid, order, block, connectivity, binary, method, client, progress,
+                    cache)
+    finally:
+        if cache is not None:
+            runcache.close_cache(cache)
+
+
+def _run(arr: Any, out: Any, ds: Dataset | None, merge: Merge | None, create: Any, grid: dict[tuple[int, ...], Box],
+         order: dict[tuple[int, ...], int], block: tuple[int, ...], connectivity: int, binary: bool, method: str,
+         client: Any, progress: bool, cache: str | None) -> Dataset:
+    fresh = merge is None
     if fresh:
         # fewer voxels than 2**32 means uint32 ids: create the output before the scan, off the merge's path
         ds = create(np.uint32) if int(np.prod(arr.shape)) < 2**32 else None
-        merge = _scan_and_merge(arr, grid, order, connectivity, binary, method, client, progress)
+        merge = _scan_and_merge(arr, grid, order, connectivity, binary, method, client, progress, cache)
         dtype = np.uint32 if merge.n_labels < 2**32 else np.uint64
         if ds is None or dtype != np.uint32:
             ds = create(dtype)
@@ -231,7 +274,7 @@ def connected_components(src: Any, out: str | os.PathLike[str], *, connectivity:
         raise ValueError(f"output {out} has chunks {dst.shards or dst.chunks}, not the block {block}")
     done = set() if fresh else written_chunks(dst)
     task = dask.delayed(_relabel, pure=False)
-    tasks = [task(arr, dst, box, merge.lut(order[idx], dst.dtype), connectivity, binary, method)
+    tasks = [task(arr, dst, box, merge.lut(order[idx], dst.dtype), connectivity, binary, method, cache, order[idx])
              for idx, box in grid.items() if idx not in done]
     # the merge is committed while the blocks are relabelled: a crash before the commit lands
     # leaves no merge, and a resumed run then starts over, so no block can outlive its merge
@@ -272,9 +315,10 @@ def _resume(out: str | os.PathLike[str], job: dict[str, Any]) -> tuple[Dataset |
 
 
 def _scan_and_merge(arr: Any, grid: dict[tuple[int, ...], Box], order: dict[tuple[int, ...], int],
-                    connectivity: int, binary: bool, method: str, client: Any, progress: bool) -> Merge:
+                    connectivity: int, binary: bool, method: str, client: Any, progress: bool,
+                    cache: str | None = None) -> Merge:
     scan = dask.delayed(_scan, pure=False, nout=None)
-    scanned = {idx: scan(arr, box, connectivity, binary, method) for idx, box in grid.items()}
+    scanned = {idx: scan(arr, box, connectivity, binary, method, cache, order[idx]) for idx, box in grid.items()}
     deltas = forward_deltas(connectivity)
     equiv = dask.delayed(_equivalences, pure=False)
     tasks = []

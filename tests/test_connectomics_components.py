@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import threading
 from pathlib import Path
 
 import cc3d
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neurochunk.kernels.volume import boundary_pairs, label_chunk
+from neurochunk.kernels.volume import boundary_pairs, label_chunk, synthetic_segmentation
 from neurochunk.pipeline.components import connected_components, merge_equivalences
 from neurochunk.stores.ome import chunk_written, open_volume, written_chunks
 
@@ -240,8 +241,8 @@ def test_crash_mid_relabel_then_resume(tmp_path: Path) -> None:
     x = ((rng.random((24, 24, 24)) < 0.5) * rng.integers(1, 3, size=(24, 24, 24))).astype(np.uint8)
     bad = (slice(8, 16), slice(8, 16), slice(8, 16))
     out = tmp_path / "cc.zarr"
-    with pytest.raises(OSError, match="relabel pass"):
-        connected_components(_FailingOnce(x, bad), out, chunks=(8, 8, 8), progress=False)
+    with pytest.raises(OSError, match="relabel pass"):  # no run cache: the relabel pass reads every block again
+        connected_components(_FailingOnce(x, bad), out, chunks=(8, 8, 8), progress=False, cache_bytes=0)
     ds = open_volume(out)
     assert ds.attrs["complete"] is False and len(ds.commits.list()) == 1  # the merge survived the crash
     before = {p: p.stat().st_mtime_ns for p in (out / "0" / "c").rglob("*") if p.is_file()}
@@ -252,3 +253,33 @@ def test_crash_mid_relabel_then_resume(tmp_path: Path) -> None:
     assert_bijection(ds["0"][...], ref)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "chunks written before the crash were redone"
     assert len(ds.commits.list()) == 1
+
+
+@pytest.mark.parametrize("method", ["numba", "cc3d"])
+def test_run_cache_skips_second_read(tmp_path: Path, method: str) -> None:
+    x = synthetic_segmentation((40, 50, 45), seed=5)
+    src = _CountingReads(x)
+    ds = connected_components(src, tmp_path / "a.zarr", chunks=(16, 16, 16), method=method, progress=False)
+    assert src.reads == 3 * 4 * 3  # each block read once: the relabel pass painted every block from its runs
+    ref, n = reference(x, 26, False)
+    assert ds.attrs["n_labels"] == n
+    assert_bijection(ds["0"][...], ref)
+    small = _CountingReads(x)  # a budget for a few blocks only: the rest are read and labelled again
+    ds = connected_components(small, tmp_path / "b.zarr", chunks=(16, 16, 16), method=method, progress=False,
+                              cache_bytes=60_000)
+    assert 36 < small.reads < 72 and ds.attrs["n_labels"] == n
+    assert_bijection(ds["0"][...], ref)
+
+
+class _CountingReads:
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.reads, self.shape, self.dtype = x, 0, x.shape, x.dtype
+        self._lock = threading.Lock()
+
+    def __array__(self, dtype=None, copy=None):
+        return self.x
+
+    def __getitem__(self, box):
+        with self._lock:
+            self.reads += 1
+        return self.x[box]

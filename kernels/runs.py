@@ -96,7 +96,7 @@ def _unite_rows(values: np.ndarray, start: np.ndarray, stop: np.ndarray, parent:
 @numba.njit(nogil=True, cache=True)
 def _unite(values: np.ndarray, start: np.ndarray, stop: np.ndarray, row: np.ndarray, parent: np.ndarray,
            order: int) -> tuple[np.ndarray, int]:
-    nz, ny, nx = values.shape
+    nz, ny = values.shape[0], values.shape[1]
     g1 = 1 if order >= 2 else 0  # an in-plane or z step plus a step in x
     g2 = 1 if order == 3 else 0  # z, y and x steps together: corners (26 only)
     for z in range(nz):
@@ -151,7 +151,7 @@ def _paint(start: np.ndarray, stop: np.ndarray, row: np.ndarray, ids: np.ndarray
 
 @numba.njit(nogil=True, cache=True)
 def _run_ids(labels: np.ndarray, start: np.ndarray, row: np.ndarray) -> np.ndarray:
-    ny, nx = labels.shape[1], labels.shape[2]
+    nx = labels.shape[2]
     flat = labels.reshape(-1)
     ids = np.empty(start.shape[0], dtype=np.uint32)
     for q in range(row.shape[0] - 1):

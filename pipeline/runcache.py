@@ -15,7 +15,7 @@ import uuid
 
 from neurochunk.kernels.runs import Runs
 
-__all__ = ["RunCache", "open_cache", "close_cache", "offer", "take"]
+__all__ = ["RunCache", "close_cache", "offer", "open_cache", "take"]
 
 
 class RunCache:

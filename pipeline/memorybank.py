@@ -33,344 +33,50 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import dask
 import numpy as np
 from dask import delayed
 from neurochunk.kernels import memory as K
-from neurochunk.kernels.memory_scaled import ScaledPartition
-from neurochunk.stores.replicas import Replica, ReplicaSet, write_chunk
-
-__all__ = ["CapacityError", "EpochReport", "KeyedSource", "MemoryBank", "Partition", "Quality"]
-
-ARRAYS = {"id": np.uint64, "strength": np.float32, "count": np.uint32, "last_step": np.int64}
-FILL = {"id": K.EMPTY_ID, "strength": 0.0, "count": 0, "last_step": 0}
-
-Source = Callable[[int], tuple[np.ndarray, np.ndarray]]
-
-
-class CapacityError(ValueError):
-    """A partition would hold more memories than its capacity."""
-
-
-@dataclass
-class Partition:
-    """The live memories of one partition (unpadded), sorted by id."""
-
-    index: int
-    id: np.ndarray
-    strength: np.ndarray
-    count: np.ndarray
-    last_step: np.ndarray
-    bytes_read: int = 0  # bytes this copy was read from the store with (0: from a worker's memory)
-
-    def copy(self) -> Partition:
-        return Partition(self.index, self.id, self.strength.copy(), self.count.copy(), self.last_step.copy())
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-
-@dataclass(frozen=True)
-class Quality:
-    """Quality of the bank: memories, sum, mean and max of strength, histogram over [0, 1]."""
-
-    n: int
-    sum: float
-    mean: float
-    max: float
-    histogram: np.ndarray
-
-
-@dataclass
-class EpochReport:
-    """What ``run_epoch`` did: per-iteration statistics, the final ranking, timings and graph sizes."""
-
-    first_iteration: int
-    n_iterations: int
-    sums: np.ndarray
-    means: np.ndarray
-    maxima: np.ndarray
-    histogram: np.ndarray
-    top_ids: np.ndarray  # (n_iterations, k)
-    top_strengths: np.ndarray
-    commits: list[str] = field(default_factory=list)
-    graph_sizes: list[int] = field(default_factory=list)
-    seconds: float = 0.0
-    partitions_read: int = 0  # partitions read from the store (not found in a worker's memory)
-    bytes_read: int = 0
-    topk_rebuilds: int = 0  # partition top-k lists recomputed in full rather than maintained
-
-
-@dataclass(frozen=True)
-class KeyedSource:
-    """A deterministic reinforcement stream: iteration t reinforces ``n_draws`` of the synthetic ids
-    ``keyed_ids(id_seed, n_pool)`` by deltas in [min_delta, max_delta), keyed by (seed, t)."""
-
-    seed: int
-    id_seed: int
-    n_pool: int
-    n_draws: int
-    max_delta: float = 0.2
-    min_delta: float = 0.0
-
-    def __call__(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        return K.keyed_reinforcement(self.seed, self.id_seed, t, self.n_pool, self.n_draws, self.max_delta,
-                                     self.min_delta)
-
-    def partition(self, t: int, p: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
-        """The draws of iteration ``t`` owned by partition ``p``: ``_own(*self(t), p, n_partitions)``, faster."""
-        return self.stream(p, n_partitions)(t)
-
-    def stream(self, p: int, n_partitions: int) -> K.KeyedStream:
-        """Partition ``p``'s share of this stream, in a form kernels generate themselves."""
-        return K.KeyedStream(self.seed, self.id_seed, self.n_pool, self.n_draws, self.max_delta, self.min_delta, p,
-                             n_partitions)
-
-
-# -- per-process partition cache and I/O counters (one per worker process) -----------------------
-_RESIDENT: dict[tuple[str, int], tuple[str, Partition]] = {}
-_IO = {"bytes_read": 0, "partitions_read": 0, "cache_hits": 0, "bytes_written": 0}
-_LOCK = threading.Lock()
-
-
-def io_counters() -> dict[str, int]:
-    """This process's partition reads, cache hits and bytes (use with ``client.run``)."""
-    with _LOCK:
-        return dict(_IO)
-
-
-def drop_resident() -> None:
-    """Forget this process's cached partitions (the next loads read the store)."""
-    with _LOCK:
-        _RESIDENT.clear()
-
-
-def reset_io_counters() -> None:
-    with _LOCK:
-        for k in _IO:
-            _IO[k] = 0
-
-
-def _worker_address() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return "local"
-
-
-def _load(replicas: ReplicaSet, token: str, commit: str | None, p: int, size: int) -> Partition:
-    with _LOCK:
-        hit = _RESIDENT.get((token, p))
-        if hit is not None and hit[0] == commit:
-            _IO["cache_hits"] += 1
-            return hit[1]
-    if commit is None or size == 0:
-        return Partition(p, *(np.empty(0, t) for t in ARRAYS.values()))
-    arrays = {n: replicas.read_chunk(commit, n, p)[:size] for n in ARRAYS}
-    with _LOCK:
-        _IO["bytes_read"] += sum(a.nbytes for a in arrays.values())
-        _IO["partitions_read"] += 1
-    return Partition(p, arrays["id"], arrays["strength"], arrays["count"].astype(np.uint32),
-                     arrays["last_step"].astype(np.int64), bytes_read=sum(a.nbytes for a in arrays.values()))
-
-
-def _load_payload(replicas: ReplicaSet, commit: str | None, p: int, size: int, dim: int) -> np.ndarray:
-    if commit is None or size == 0 or dim == 0:
-        return np.empty((0, dim), np.float32)
-    return replicas.read_chunk(commit, "payload", p)[:size]
-
-
-def _write(part: Partition, replicas: ReplicaSet, token: str, commit: str, paths: Sequence[str],
-           capacity: int, payload: np.ndarray | None = None, resident: bool = True) -> tuple[int, int, str]:
-    n = len(part)
-    if n > capacity:
-        raise CapacityError(f"partition {part.index} would hold {n} memories, more than its capacity "
-                            f"{capacity}; create the bank with a larger capacity")
-    written = 0
-    for name, dtype in ARRAYS.items():
-        values = np.full(capacity, FILL[name], dtype)
-        values[:n] = getattr(part, name)
-        written += write_chunk(replicas, paths, name, part.index, values)
-    if payload is not None:
-        full = np.zeros((capacity, payload.shape[1]), np.float32)
-        full[:n] = payload
-        written += write_chunk(replicas, paths, "payload", part.index, full)
-    with _LOCK:
-        if resident:  # the next graph's load of this partition, placed on this worker, starts from here
-            _RESIDENT[(token, part.index)] = (commit, part)
-        else:
-            _RESIDENT.pop((token, part.index), None)
-        _IO["bytes_written"] += written
-    return n, written, _worker_address()
-
-
-# -- per-partition operations (pure: they copy what they change) ---------------------------------
-def _decay(part: Partition, rate: float) -> Partition:
-    out = part.copy()
-    K.decay_stats(out.strength, rate, 2)
-    return out
-
-
-def _reinforce(part: Partition, ids: np.ndarray, deltas: np.ndarray, step: int) -> tuple[Partition, int]:
-    out = part.copy()
-    if len(ids) == 0:
-        return out, 0
-    uids, sums, occ = K.aggregate_deltas(ids, deltas)
-    pos = K.lookup_sorted(out.id, uids)
-    hit = pos >= 0
-    K.apply_deltas(out.strength, out.count, out.last_step, pos[hit], sums[hit], occ[hit], step)
-    return out, int(occ[hit].sum())
-
-
-def _quality(part: Partition, bins: int) -> dict[str, Any]:
-    total, mx, hist = K.quality_stats(part.strength, bins)
-    return {"n": len(part), "sum": total, "max": float(mx) if len(part) else 0.0, "hist": hist}
-
-
-def _rank(part: Partition, k: int) -> tuple[np.ndarray, np.ndarray]:
-    pos = K.top_k(part.strength, part.id, k)
-    return part.strength[pos].astype(np.float64), part.id[pos]
-
-
-def _combine_quality(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {"n": a["n"] + b["n"], "sum": a["sum"] + b["sum"], "max": max(a["max"], b["max"]),
-            "hist": a["hist"] + b["hist"]}
-
-
-def _combine_rank(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    return K.merge_top_k(a[0], a[1], b[0], b[1], k)
-
-
-def _own(ids: np.ndarray, deltas: np.ndarray, p: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
-    mine = K.partition_of(ids, n_partitions) == p
-    return ids[mine], deltas[mine]
-
-
-def _owned(source: Source, t: int, p: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray]:
-    """Partition p's share of ``source(t)``, through the source's own ``partition`` where it has one."""
-    if type(source) is KeyedSource:  # a subclass may draw differently
-        return source.partition(t, p, n_partitions)
-    return _own(*source(t), p, n_partitions)
-
-
-def _block(part: Partition, t0: int, n: int, rate: float, source: Source, k: int, bins: int,
-           n_partitions: int, scaled: bool = False) -> tuple[Partition, dict[str, Any]]:
-    """``n`` fused iterations of one partition: decay, reinforcement, quality and maintained top-k.
-
-    ``scaled``: the lazily scaled representation of :mod:`neurochunk.kernels.memory_scaled`
-    (decay in O(1)), materialised to float32 strengths at the end of the block.
-    """
-    out = part.copy()
-    if scaled and len(out):
-        lazy = ScaledPartition(out.id, out.strength, out.count, out.last_step, k, bins)
-        mine = (source.stream(out.index, n_partitions) if type(source) is KeyedSource
-                else lambda t: _own(*source(t), out.index, n_partitions))
-        stats = lazy.run(t0, n, rate, mine)
-        out.strength[:] = lazy.strength()
-        return out, {**stats, "reads": int(part.bytes_read > 0), "bytes_read": part.bytes_read}
-    ranker = K.MaintainedTopK(k)
-    factor = np.float32(1.0 - rate)
-    sums = np.zeros(n)
-    maxima = np.zeros(n)
-    top_s = np.full((n, k), -np.inf)
-    top_i = np.full((n, k), K.EMPTY_ID, np.uint64)
-    hist = np.zeros(bins, np.int64)
-    starts, meta = K.build_index(out.id)  # once per block: every iteration's lookups go through it
-    for i in range(n):
-        t = t0 + i
-        total, mx, hist = K.decay_stats(out.strength, rate, bins)
-        ids, deltas = _owned(source, t, out.index, n_partitions)
-        changed = np.empty(0, np.int64)
-        if len(ids) and len(out):
-            uids, dsum, occ = K.aggregate_deltas(ids, deltas)
-            pos = K.lookup_indexed(out.id, starts, meta, uids)
-            hit = pos >= 0
-            changed = pos[hit]
-            old = K.apply_deltas(out.strength, out.count, out.last_step, changed, dsum[hit], occ[hit], t)
-            new = out.strength[changed]
-            total += K.histogram_fixup(hist, old, new)
-            if len(new) and new.max() > mx:
-                mx = new.max()
-            if np.any((old == mx) & (new < old)):
-                mx = out.strength.max()
-        sums[i], maxima[i] = total, (mx if len(out) else 0.0)
-        if len(out):
-            pos = ranker.update(out.strength, out.id, factor, changed)
-            top_s[i, : len(pos)] = out.strength[pos]
-            top_i[i, : len(pos)] = out.id[pos]
-    return out, {"n": len(out), "sums": sums, "maxima": maxima, "hist": hist, "top_s": top_s, "top_i": top_i,
-                 "rebuilds": ranker.rebuilds, "reads": int(part.bytes_read > 0), "bytes_read": part.bytes_read}
-
-
-def _combine_block(a: dict[str, Any], b: dict[str, Any], k: int) -> dict[str, Any]:
-    top_s = np.empty_like(a["top_s"])
-    top_i = np.empty_like(a["top_i"])
-    for i in range(len(top_s)):
-        top_s[i], top_i[i] = K.merge_top_k(a["top_s"][i], a["top_i"][i], b["top_s"][i], b["top_i"][i], k)
-    return {"n": a["n"] + b["n"], "sums": a["sums"] + b["sums"], "maxima": np.maximum(a["maxima"], b["maxima"]),
-            "hist": a["hist"] + b["hist"], "top_s": top_s, "top_i": top_i,
-            **{key: a.get(key, 0) + b.get(key, 0) for key in ("rebuilds", "reads", "bytes_read")}}
-
-
-def _tree(items: list[Any], combine: Callable[..., Any], *args: Any) -> Any:
-    """Pairwise tree reduction of delayed values: depth log2(P), P - 1 combine tasks."""
-    while len(items) > 1:
-        items = [delayed(combine, pure=True)(items[i], items[i + 1], *args) if i + 1 < len(items) else items[i]
-                 for i in range(0, len(items), 2)]
-    return items[0]
-
-
-def _graph_size(objs: Sequence[Any]) -> int:
-    """Tasks in the union of the graphs of ``objs`` (persisted inputs count as one key each)."""
-    keys: set[Any] = set()
-    for o in objs:
-        keys.update(dict(o.__dask_graph__()).keys())
-    return len(keys)
-
-
-def _merge_ingest(part: Partition, payload: np.ndarray | None, fragments: list[str], step: int,
-                  dim: int) -> tuple[Partition, np.ndarray | None]:
-    if not fragments:
-        return part, payload
-    frags = [np.load(f) for f in fragments]
-    ids = np.concatenate([part.id, *(f["id"] for f in frags)])
-    order = np.argsort(ids, kind="stable")  # stable: the latest arrival ends each run of equal ids
-    sel = order[K.keep_last_of_runs(ids[order])]
-    n_new = len(ids) - len(part)
-    strength = np.concatenate([part.strength, *(f["strength"] for f in frags)])
-    count = np.concatenate([part.count, np.zeros(n_new, np.uint32)])
-    last = np.concatenate([part.last_step, np.full(n_new, step, np.int64)])
-    out = Partition(part.index, ids[sel], strength[sel], count[sel], last[sel])
-    if dim:
-        pay = np.concatenate([payload if payload is not None else np.empty((0, dim), np.float32),
-                              *(f["payload"] for f in frags)])
-        return out, pay[sel]
-    return out, None
-
-
-def _ingest_partition(replicas: ReplicaSet, token: str, base: str | None, size: int, p: int, fragments: list[str],
-                      step: int, dim: int, commit: str, paths: Sequence[str], capacity: int) -> tuple[int, int, str]:
-    part = _load(replicas, token, base, p, size)
-    payload = _load_payload(replicas, base, p, size, dim) if dim else None
-    part, payload = _merge_ingest(part, payload, fragments, step, dim)
-    return _write(part, replicas, token, commit, paths, capacity, payload, resident=False)
-
-
-def _delete_partition(replicas: ReplicaSet, token: str, base: str | None, size: int, p: int, ids: np.ndarray,
-                      dim: int, commit: str, paths: Sequence[str], capacity: int) -> tuple[int, int, str]:
-    part = _load(replicas, token, base, p, size)
-    payload = _load_payload(replicas, base, p, size, dim) if dim else None
-    keep = ~np.isin(part.id, ids)
-    part = Partition(p, part.id[keep], part.strength[keep], part.count[keep], part.last_step[keep])
-    return _write(part, replicas, token, commit, paths, capacity, payload[keep] if dim else None, resident=False)
+from neurochunk.stores.replicas import Replica, ReplicaSet
+
+from .memory_ingest import _delete_partition, _ingest_partition
+from .memory_ops import (
+    _block,
+    _combine_block,
+    _combine_quality,
+    _combine_rank,
+    _decay,
+    _graph_size,
+    _quality,
+    _rank,
+    _reinforce,
+    _tree,
+)
+from .memory_store import (
+    _load,
+    _load_payload,
+    _write,
+    drop_resident,
+    io_counters,
+    reset_io_counters,
+)
+from .memory_types import (
+    ARRAYS,
+    FILL,
+    CapacityError,
+    EpochReport,
+    KeyedSource,
+    Partition,
+    Quality,
+    Source,
+)
+
+__all__ = ["CapacityError", "EpochReport", "KeyedSource", "MemoryBank", "Partition", "Quality", "drop_resident",
+           "io_counters", "reset_io_counters"]
 
 
 class MemoryBank:

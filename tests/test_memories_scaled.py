@@ -106,7 +106,7 @@ def test_run_epoch_scaled_equals_reference_between_commits(tmp_path):
 
 @pytest.mark.parametrize("n_partitions", [1, 3])
 def test_keyed_source_partition_equals_filtered_stream(n_partitions):
-    from neurochunk.pipeline.memorybank import _own
+    from neurochunk.pipeline.memory_ops import _own
 
     src = KeyedSource(seed=7, id_seed=2, n_pool=5000, n_draws=3000, max_delta=0.3, min_delta=-0.1)
     for t in (0, 5):

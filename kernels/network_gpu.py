@@ -1,11 +1,31 @@
-"""Cupy twins of the window kernel and procedural delivery (one CUDA thread per neuron / per spike).
+"""Cupy twins of the window kernel and procedural delivery.
 
 The arithmetic is the CPU kernels' own, in the same order and in float32,
 compiled without fused multiply-adds, and synaptic input is summed in
-integer quanta with atomics, so the GPU gives the CPU's spikes (the CUDA
-``log``/``cos`` of the generators can differ from the CPU's in the last bit,
-which changes a synapse only on an exact tie). Stored connectivity is not
-supported on the GPU yet.
+integer quanta, so the GPU gives the CPU's spikes (the CUDA ``log``/``cos``
+of the generators can differ from the CPU's in the last bit, which changes a
+synapse only on an exact tie). Stored connectivity is not supported on the
+GPU yet.
+
+Two engines deliver a step's spikes:
+
+- ``"blocks"`` (default): one CUDA block per (projection, target block of the
+  generator, slice of the step's spikes), threads over spikes, each thread
+  walking its spikes' streams one draw per loop turn (a thread whose stream
+  ends takes its next spike at once, so lanes stay busy). Constant-weight,
+  constant-delay fixed-probability projections add into the target block in
+  shared memory and flush once per CUDA block (``accumulate="shared"``), or
+  add straight into the ring buffer with the work ordered by target block so
+  that the rows being written stay in L2 (``"global"``; a persistent grid
+  takes the work items from a counter). A skip length comes from a float32
+  ``log2`` when that is provably the double formula's answer, else from the
+  double ``log`` (so the synapses are the CPU's). The neuron update appends
+  spikes to a device list, so a window runs without a host synchronisation
+  per step.
+- ``"threads"``: the first version (one thread per spike, projection and
+  target block; global atomics per synapse; a host synchronisation per step).
+
+Both draw the same synapses from the same keyed streams (``kernels.rng``).
 """
 
 from __future__ import annotations
@@ -14,19 +34,26 @@ from typing import Any
 
 import numpy as np
 
-from .rng import CUDA_SOURCE, STREAM_POISSON, stream_key
+from .rng import CUDA_SOURCE, STREAM_CONN, STREAM_POISSON, stream_key
 
-__all__ = ["run_window_gpu", "to_device", "to_host"]
+__all__ = ["ACCUMULATE", "ENGINES", "run_window_gpu", "to_device", "to_host"]
+
+ENGINES = ("blocks", "threads")
+ACCUMULATE = ("auto", "shared", "global")
+_STEP_TILE = 2048  # neurons per CUDA block of the neuron update (its spikes are gathered in shared memory)
+_SHARED_MAX = 48 * 1024  # bytes of shared accumulator a CUDA block may use without an opt-in
+_MASK = (1 << 64) - 1
+_REC_MIN = 1 << 24  # spikes the window's list holds at least before the host looks at its length
+_SORT_ONCE = 1 << 26  # up to this many spikes a window's spikes are ordered by one sort of int64 keys
 
 _SOURCE = CUDA_SOURCE + r"""
-extern "C" __global__ void step_population(
+__device__ __forceinline__ bool neuron_update(
     int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
-    u64 seed, u64 pop, long long lo, int i0, int i1, float* v, float* u, float* g, int* ref, int* ring,
-    long long st_n, long long st_s, long long st_r, int n_rec, int slot, long long s, unsigned char* flags)
+    u64 seed, long long lo, int i, float* v, float* u, float* g, int* ref, int* ring,
+    long long st_n, long long st_s, long long st_r, int n_rec, int slot, long long s)
 {
-    int i = i0 + blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= i1) return;
-    int* rp = ring + (long long)i * st_n + (long long)slot * st_s;
+    long long li = i;
+    int* rp = ring + li * st_n + (long long)slot * st_s;
     if (lam > 0.0) {
         int k = poisson_table(mix64(seed ^ (u64)(lo + i)), (u64)s, cdf);  // seed: the population's stream base
         rp[pr * st_r] += k * pwq;
@@ -39,19 +66,19 @@ extern "C" __global__ void step_population(
     int r = ref[i];
     bool f;
     if (model == 0) {
-        float ge = g[2 * i] + x0, gi = g[2 * i + 1] + x1;
+        float ge = g[2 * li] + x0, gi = g[2 * li + 1] + x1;
         if (r == 0) vi = vi + prm[0] * (prm[1] * (prm[2] - vi) + ge * (prm[5] - vi) + gi * (prm[6] - vi) + prm[9]);
         else r -= 1;
-        g[2 * i] = ge - ge * prm[7];
-        g[2 * i + 1] = gi - gi * prm[8];
+        g[2 * li] = ge - ge * prm[7];
+        g[2 * li + 1] = gi - gi * prm[8];
         f = r == 0 && vi > prm[3];
         if (f) { vi = prm[4]; r = ref_steps; }
     } else if (model == 1) {
-        float ie = g[2 * i] + x0, ii = g[2 * i + 1] + x1;
+        float ie = g[2 * li] + x0, ii = g[2 * li + 1] + x1;
         if (r == 0) vi = vi + prm[0] * ((prm[1] - vi) + ie + ii + prm[6]);
         else r -= 1;
-        g[2 * i] = ie - ie * prm[4];
-        g[2 * i + 1] = ii - ii * prm[5];
+        g[2 * li] = ie - ie * prm[4];
+        g[2 * li + 1] = ii - ii * prm[5];
         f = r == 0 && vi > prm[2];
         if (f) { vi = prm[3]; r = ref_steps; }
     } else if (model == 2) {
@@ -72,9 +99,53 @@ extern "C" __global__ void step_population(
         if (f) { vi = prm[3]; ui = ui + prm[4]; r = ref_steps; }
         u[i] = ui;
     }
-    flags[i] = f;
     ref[i] = r;
     v[i] = vi;
+    return f;
+}
+
+extern "C" __global__ void step_population(
+    int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
+    u64 seed, u64 pop, long long lo, int i0, int i1, float* v, float* u, float* g, int* ref, int* ring,
+    long long st_n, long long st_s, long long st_r, int n_rec, int slot, long long s, unsigned char* flags)
+{
+    int i = i0 + blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= i1) return;
+    flags[i] = neuron_update(model, prm, ref_steps, q0, q1, lam, cdf, pwq, pr, seed, lo, i, v, u, g, ref, ring,
+                             st_n, st_s, st_r, n_rec, slot, s);
+}
+
+// The neuron update of the "blocks" engine: a CUDA block updates STEP_TILE neurons, gathers its spikes in
+// shared memory and appends them to rec[] with one atomic (rec: local ids; a step's spikes of one population
+// are contiguous there, the populations in launch order; cnt[cnt_i] counts them).
+#define STEP_TILE 2048
+extern "C" __global__ void step_record(
+    int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
+    u64 seed, long long lo, int i0, int i1, float* v, float* u, float* g, int* ref, int* ring,
+    long long st_n, long long st_s, long long st_r, int n_rec, int slot, long long s,
+    int* rec, unsigned long long* head, int* cnt, int cnt_i)
+{
+    __shared__ int s_list[STEP_TILE];
+    __shared__ int s_n;
+    __shared__ unsigned long long s_base;
+    if (threadIdx.x == 0) s_n = 0;
+    __syncthreads();
+    int base = i0 + blockIdx.x * STEP_TILE;
+    for (int m = threadIdx.x; m < STEP_TILE; m += blockDim.x) {
+        int i = base + m;
+        if (i < i1 && neuron_update(model, prm, ref_steps, q0, q1, lam, cdf, pwq, pr, seed, lo, i, v, u, g, ref,
+                                    ring, st_n, st_s, st_r, n_rec, slot, s))
+            s_list[atomicAdd(&s_n, 1)] = i;
+    }
+    __syncthreads();
+    int c = s_n;
+    if (c == 0) return;
+    if (threadIdx.x == 0) {
+        s_base = atomicAdd(head, (unsigned long long)c);
+        atomicAdd(cnt + cnt_i, c);
+    }
+    __syncthreads();
+    for (int q = threadIdx.x; q < c; q += blockDim.x) rec[s_base + q] = s_list[q];
 }
 
 #define NI 12
@@ -151,6 +222,233 @@ extern "C" __global__ void deliver(
         }
     }
 }
+
+// ---- the "blocks" engine's delivery -------------------------------------------------------------------------
+// A counter ctr = key + (k + 1) * GOLDEN stands for draw k of stream key: uniform(key, k) == unit(ctr).
+__device__ __forceinline__ double unit(u64 ctr) {
+    u64 x = mix64(ctr);
+    return (double)((long long)(x >> 11) + 1LL) * (1.0 / 9007199254740992.0);
+}
+__device__ __forceinline__ int draw_weight(int wk, const double* pf, u64* ctr) {
+    double w;
+    if (wk == 0) w = pf[2];
+    else if (wk == 1) {
+        double u1 = unit(*ctr), u2 = unit(*ctr + GOLDEN);
+        w = pf[2] + pf[3] * (sqrt(-2.0 * log(u1)) * cos(2.0 * 3.141592653589793 * u2));
+        *ctr += 2ULL * GOLDEN;
+    } else { w = pf[2] + (pf[3] - pf[2]) * unit(*ctr); *ctr += GOLDEN; }
+    return (int)rint(w / pf[6]);
+}
+__device__ __forceinline__ int draw_delay(int dk, const double* pf, u64* ctr) {
+    if (dk == 0) return (int)(long long)pf[4];
+    long long span = (long long)pf[5] - (long long)pf[4] + 1;
+    long long x = (long long)(unit(*ctr) * (double)span);
+    *ctr += GOLDEN;
+    return (int)((long long)pf[4] + (x < span - 1 ? x : span - 1));
+}
+
+// Skip of a fixed-probability stream: floor(log(u) * inv) in double precision, u = unit(ctr) from z = mix64(ctr),
+// as the CPU computes it. exact_skip is that formula; fast_skip answers from a float32 log2 of z's top 32 bits
+// when the answer is provably the same: |y32 - y| <= ecf + 2.5e-7 y, with ecf = 1.7e-5 |cf| + 1e-6 (cf = inv ln 2
+// in float; the terms: __log2f's 2 ulp on [2^20, 2^32) taken as 2^-16, the top bits against u, the float
+// roundings), and y32 is at least that far from every integer. Otherwise (about 0.05% of draws at p = 0.1, and
+// whenever |cf| >= 1024, i.e. p below about 7e-4) the double formula runs.
+__device__ __forceinline__ int exact_skip(u64 z, double inv, int big) {
+    double sk = floor(log((double)((long long)(z >> 11) + 1LL) * (1.0 / 9007199254740992.0)) * inv);
+    return sk > 2.0e9 ? big : (int)sk;
+}
+__device__ __forceinline__ bool fast_skip(u64 z, float cf, float ecf, int* skip) {
+    unsigned int hi = (unsigned int)(z >> 32);
+    if (hi < (1u << 20)) return false;
+    float y = (__log2f((float)hi) - 32.0f) * cf;
+    float f = floorf(y);
+    float e = ecf + 2.5e-7f * y;
+    if (y - f > e && f + 1.0f - y > e) { *skip = (int)f; return true; }
+    return false;
+}
+__device__ __forceinline__ int next_skip(u64 z, double inv, float cf, float ecf, bool fast, int big) {
+    int skip;
+    if (fast && fast_skip(z, cf, ecf, &skip)) return skip;
+    return exact_skip(z, inv, big);
+}
+__device__ __forceinline__ void skip_constants(double inv, int allow, float* cf, float* ecf, bool* fast) {
+    *cf = (float)(inv * 0.6931471805599453);
+    *ecf = 1.7e-5f * fabsf(*cf) + 1e-6f;
+    *fast = allow && fabsf(*cf) < 1024.0f;
+}
+
+// Draws n of stream key: how often fast_skip answered, and how often it disagreed with exact_skip (a test).
+extern "C" __global__ void skip_agreement(u64 key, long long n, double inv, unsigned long long* out) {
+    float cf, ecf;
+    bool fast;
+    skip_constants(inv, 1, &cf, &ecf, &fast);
+    unsigned long long taken = 0, bad = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        u64 z = mix64(key + (u64)(i + 1) * GOLDEN);
+        int f;
+        if (fast_skip(z, cf, ecf, &f)) {
+            taken += 1;
+            bad += f != exact_skip(z, inv, 1 << 30);
+        }
+    }
+    atomicAdd(out, taken);
+    atomicAdd(out + 1, bad);
+}
+
+// The step's spikes of population P: rec[first .. first + n) (cnt: this step's counts, one per population).
+__device__ __forceinline__ long long spike_range(const int* cnt, int n_pops, int P, const unsigned long long* head,
+                                                 long long* n) {
+    long long total = 0, off = 0;
+    for (int q = 0; q < n_pops; ++q) {
+        long long m = cnt[q];
+        total += m;
+        if (q < P) off += m;
+    }
+    *n = cnt[P];
+    return (long long)(*head) - total + off;
+}
+
+// MODE 0: fixed probability, constant weight and delay, sums in shared memory, one flush per CUDA block.
+// MODE 1: the same straight into the ring buffer (global atomics).
+// MODE 2: fixed probability or all-to-all, any weight and delay kinds (global atomics).
+// Work item blockIdx.x = unit * cmax + slice; units[2 * unit] = projection, units[2 * unit + 1] = target block.
+template <int MODE>
+__device__ __forceinline__ void deliver_item(
+    unsigned item, const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey,
+    const int* pre_pop, const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block,
+    long long lo, long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s,
+    int allow_fast)
+{
+    extern __shared__ int acc[];
+    int unit_i = (int)(item / (unsigned)cmax), c = (int)(item % (unsigned)cmax);
+    int p = units[2 * unit_i];
+    long long b = units[2 * unit_i + 1];
+    long long n_pre;
+    long long first = spike_range(cnt, n_pops, pre_pop[p], head, &n_pre);
+    int x0 = (int)(n_pre * c / cmax), x1 = (int)(n_pre * (c + 1) / cmax);
+    if (x0 >= x1) return;
+    const long long* pi = pint + (long long)p * NI;
+    const double* pf = pflt + (long long)p * NF;
+    long long start = pi[3] + b * block, rest = pi[3] + pi[4] - start;
+    int nb = (int)(block < rest ? block : rest);
+    int ja = (int)((lo > start ? lo : start) - start);
+    int je = (int)((hi < start + nb ? hi : start + nb) - start);
+    long long shift = lo - pi[1];  // presynaptic index = local id + shift
+    int rule = (int)pi[0], wk = (int)pi[6], dk = (int)pi[7];
+    int s_mod = (int)(s % n_slots);
+    int slot0 = s_mod + (int)(long long)pf[4];
+    if (slot0 >= n_slots) slot0 -= n_slots;
+    long long row = (start - lo) * st_n + pi[5] * st_r;  // ring index of target 0 of the block, less the slot
+    int* out = ring + row + (long long)slot0 * st_s;
+    int wq0 = (int)rint(pf[2] / pf[6]);
+    double inv = pf[1];
+    float cf, ecf;
+    bool fast;
+    skip_constants(inv, allow_fast, &cf, &ecf, &fast);
+    u64 hp = hkey[p], bk = (u64)b;
+    if (MODE == 0) {
+        for (int t = threadIdx.x; t < je - ja; t += blockDim.x) acc[t] = 0;
+        __syncthreads();
+    }
+    int x = x0 + (int)threadIdx.x - (int)blockDim.x;
+    int j = nb;
+    u64 ctr = 0;
+    while (true) {
+        if (j >= nb) {  // this lane's stream has ended: its next spike
+            x += blockDim.x;
+            if (x >= x1) break;
+            ctr = mix64(mix64(hp ^ (u64)((long long)rec[first + x] + shift)) ^ bk) + GOLDEN;
+            j = -1;
+        }
+        if (MODE == 2 && rule == 1) {
+            j += 1;
+            if (j >= nb) continue;
+        } else {
+            int skip = next_skip(mix64(ctr), inv, cf, ecf, fast, nb);  // nb: past the block either way
+            ctr += GOLDEN;
+            if (skip >= nb - 1 - j) { j = nb; continue; }
+            j += 1 + skip;
+        }
+        if (MODE == 2) {
+            int wq = draw_weight(wk, pf, &ctr);
+            int slot = s_mod + draw_delay(dk, pf, &ctr);
+            if (slot >= n_slots) slot -= n_slots;
+            if (j >= ja && j < je) atomicAdd(ring + row + (long long)j * st_n + (long long)slot * st_s, wq);
+        } else if (j >= ja && j < je) {
+            if (MODE == 0) atomicAdd(acc + (j - ja), wq0);
+            else atomicAdd(out + (long long)j * st_n, wq0);
+        }
+    }
+    if (MODE == 0) {
+        __syncthreads();
+        for (int t = threadIdx.x; t < je - ja; t += blockDim.x) {
+            int a = acc[t];
+            if (a) atomicAdd(out + (long long)(ja + t) * st_n, a);
+        }
+    }
+}
+
+// PERSIST false: one CUDA block per work item. True: a persistent grid, each CUDA block taking the next item
+// from the counter *work until all n_items are done (items in unit order, so the blocks at work share targets).
+template <int MODE, bool PERSIST>
+__device__ __forceinline__ void deliver_units(
+    const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop,
+    const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo,
+    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast,
+    int* work, int n_items)
+{
+    if (!PERSIST) {
+        deliver_item<MODE>(blockIdx.x, units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo, hi,
+                           ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+        return;
+    }
+    __shared__ int s_item;
+    while (true) {
+        __syncthreads();  // the previous item is done (its shared sums flushed, s_item read by all)
+        if (threadIdx.x == 0) s_item = atomicAdd(work, 1);
+        __syncthreads();
+        int item = s_item;
+        if (item >= n_items) return;
+        deliver_item<MODE>((unsigned)item, units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo,
+                           hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+    }
+}
+
+#define DELIVER_ARGS \
+    const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop, \
+    const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, \
+    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast, \
+    int* work, int n_items
+#define DELIVER_PASS units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo, hi, ring, n_slots, \
+    st_n, st_s, st_r, s, allow_fast, work, n_items
+extern "C" __global__ void deliver_shared(DELIVER_ARGS) { deliver_units<0, false>(DELIVER_PASS); }
+extern "C" __global__ void deliver_global(DELIVER_ARGS) { deliver_units<1, false>(DELIVER_PASS); }
+extern "C" __global__ void deliver_general(DELIVER_ARGS) { deliver_units<2, false>(DELIVER_PASS); }
+extern "C" __global__ void deliver_shared_persistent(DELIVER_ARGS) { deliver_units<0, true>(DELIVER_PASS); }
+extern "C" __global__ void deliver_global_persistent(DELIVER_ARGS) { deliver_units<1, true>(DELIVER_PASS); }
+extern "C" __global__ void deliver_general_persistent(DELIVER_ARGS) { deliver_units<2, true>(DELIVER_PASS); }
+
+extern "C" __global__ void deliver_one_to_one(
+    int p, const long long* pint, const double* pflt, u64 seed, const int* pre_pop, const int* rec,
+    const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, long long hi,
+    int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s)
+{
+    const long long* pi = pint + (long long)p * NI;
+    const double* pf = pflt + (long long)p * NF;
+    long long n_pre;
+    long long first = spike_range(cnt, n_pops, pre_pop[p], head, &n_pre);
+    int s_mod = (int)(s % n_slots);
+    for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < n_pre; x += (long long)gridDim.x * blockDim.x) {
+        long long pre = (long long)rec[first + x] + lo - pi[1];
+        long long tt = pi[3] + pre;
+        if (tt < lo || tt >= hi) continue;
+        u64 ctr = stream_key(seed, (1ULL << 32) | (u64)pi[8], (u64)pre, (u64)(pre / block)) + GOLDEN;
+        int wq = draw_weight((int)pi[6], pf, &ctr);
+        int slot = s_mod + draw_delay((int)pi[7], pf, &ctr);
+        if (slot >= n_slots) slot -= n_slots;
+        atomicAdd(ring + (tt - lo) * st_n + (long long)slot * st_s + pi[5] * st_r, wq);
+    }
+}
 """
 
 _MODULE: Any = None
@@ -175,31 +473,25 @@ def to_host(arrays: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     return tuple(a.get() for a in arrays)
 
 
-def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int,
-                   lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int,
-                   block_major: bool = False) -> tuple[Any, Any]:
-    """The GPU twin of ``kernels.neurons.run_window`` (procedural connectivity), in place on cupy arrays.
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
 
-    ``ring`` is ``(neuron, slot, receptor)`` int32 in any memory layout (a transposed view of a slot-major
-    buffer makes the neuron update coalesced) and may hold one receptor when no synapse or background
-    input targets the second. ``u`` and ``g`` may be 1-element placeholders for populations of
-    models that do not use them (``lif_cuba_delta``; memory for 1e9 neurons).
 
-    ``block_major`` orders the delivery threads by target block rather than by spike (integer atomics:
-    the same result either way; faster for networks whose ring rows do not fit in L2, slower when
-    many spikes then add into the same few neurons at once).
+def conn_prefix(seed: int, proj_id: int) -> int:
+    """The first two hashes of projection ``proj_id``'s synapse streams: ``stream_key(seed, a, pre, b)``
+    is ``mix64(mix64(prefix ^ pre) ^ b)`` with ``a = (STREAM_CONN << 32) | proj_id``."""
+    return _mix64(_mix64((seed + 0x9E3779B97F4A7C15) & _MASK) ^ ((STREAM_CONN << 32) | proj_id))
 
-    Returns the window's spikes as cupy ``(steps, neuron ids)`` in (step, neuron) order.
-    """
+
+def _check(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ring: Any, lo: int, pint: np.ndarray) -> None:
     import cupy as cp
 
-    models, prms, ref_steps, quanta, offsets, lams, cdfs, pois_wq, pois_r = tables
-    mod = _module()
-    step_k, deliver_k = mod.get_function("step_population"), mod.get_function("deliver")
+    models, _, _, _, offsets, lams, _, _, pois_r = tables
     n = int(v.shape[0])
     hi = lo + n
-    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
-    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    n_rec = int(ring.shape[2])
     if ring.dtype != cp.int32 or n_rec not in (1, 2):
         raise ValueError(f"ring must be int32 (neuron, slot, 1 or 2 receptors), got {ring.dtype} {ring.shape}")
     used = set(np.asarray(pint)[:, 5].tolist()) | {int(r) for r, lam in zip(pois_r, lams) if lam > 0}
@@ -208,13 +500,235 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     small = {int(m) for m, a, b in zip(models, offsets[:-1], offsets[1:]) if min(hi, b) > max(lo, a)}
     if (u.shape[0] < n and 3 in small) or (g.shape[0] < n and small & {0, 1}):
         raise ValueError("u and g may be placeholders only for models that do not use them")
-    flags = cp.zeros(n, cp.uint8)
+    if pint.shape[0] and (np.asarray(pint)[:, 0] > 2).any():
+        raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
+
+
+def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int,
+                   lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int,
+                   block_major: bool = False, *, engine: str = "blocks", accumulate: str = "auto",
+                   threads: int = 256, spikes_per_item: int | None = None, fast_skip: bool = True,
+                   persistent: bool | None = None) -> tuple[Any, Any]:
+    """The GPU twin of ``kernels.neurons.run_window`` (procedural connectivity), in place on cupy arrays.
+
+    ``ring`` is ``(neuron, slot, receptor)`` int32 in any memory layout (a transposed view of a slot-major
+    buffer makes the neuron update coalesced) and may hold one receptor when no synapse or background
+    input targets the second. ``u`` and ``g`` may be 1-element placeholders for populations of
+    models that do not use them (``lif_cuba_delta``; memory for 1e9 neurons).
+
+    Parameters
+    ----------
+    block_major
+        ``engine="threads"`` only: order its delivery threads by target block rather than by spike.
+    engine
+        ``"blocks"`` (CUDA blocks over target blocks, no host synchronisation per step) or ``"threads"``
+        (the first version); both give the same spikes.
+    accumulate
+        ``"blocks"`` engine, constant-weight and constant-delay fixed-probability projections: sum a
+        target block in shared memory (``"shared"``), add each synapse to the ring buffer (``"global"``),
+        or choose by block size and synapses per (spike, block) (``"auto"``).
+    threads
+        CUDA threads per delivery block of the ``"blocks"`` engine.
+    spikes_per_item
+        Spikes of one population a delivery block takes per target block (default: ``2 * threads`` when
+        summing in shared memory; otherwise enough delivery blocks per target block to fill the GPU about
+        twice, so the blocks at work write one target block's ring rows, which stay in L2, with 2 to 16
+        spikes per thread).
+    fast_skip
+        ``"blocks"`` engine: take a skip length from a float32 ``log2`` when it is provably the double
+        formula's (for p above about 7e-4; otherwise, and when ``False``, the double ``log`` runs).
+    persistent
+        ``"blocks"`` engine: a grid of as many delivery blocks as fit on the GPU at once, each taking the next
+        work item from a counter (no tail of unequal blocks, no block launches per item), instead of one
+        delivery block per item. ``None``: persistent for the global-atomic kinds, not for shared sums
+        (the faster of the two for each on an H200; benchmarks/results/brain_gpu.md).
+
+    Returns the window's spikes as cupy ``(steps, neuron ids)`` in (step, neuron) order.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if accumulate not in ACCUMULATE:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
+    if threads not in (64, 128, 256, 512, 1024):
+        raise ValueError(f"threads must be a power of two from 64 to 1024, got {threads}")
+    pint = np.ascontiguousarray(pint, np.int64)
+    pflt = np.ascontiguousarray(pflt, np.float64)
+    _check(tables, v, u, g, ring, lo, pint)
+    if engine == "threads":
+        return _run_threads(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, block_major)
+    return _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
+                       spikes_per_item, fast_skip, persistent)
+
+
+def _segments(offsets: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    out = []
+    for pop in range(len(offsets) - 1):
+        a, b = max(lo, int(offsets[pop])), min(hi, int(offsets[pop + 1]))
+        if a < b:
+            out.append((pop, a - lo, b - lo))
+    return out
+
+
+def _pop_args(tables: tuple[np.ndarray, ...], seed: int) -> list[tuple[Any, ...]]:
+    """The per-population leading arguments of the neuron-update kernels (device tables)."""
+    import cupy as cp
+
+    models, prms, ref_steps, quanta, _, lams, cdfs, pois_wq, pois_r = tables
     prms_d = cp.asarray(prms)
     cdfs_d = cp.asarray(np.ascontiguousarray(cdfs))
-    pint_d, pflt_d = cp.asarray(np.ascontiguousarray(pint, np.int64)), cp.asarray(np.ascontiguousarray(pflt))
+    return [(np.int32(models[k]), prms_d[k], np.int32(ref_steps[k]), np.float32(quanta[k, 0]),
+             np.float32(quanta[k, 1]), np.float64(lams[k]), cdfs_d[k], np.int32(pois_wq[k]), np.int32(pois_r[k]),
+             np.uint64(stream_key(seed, STREAM_POISSON, k, 0))) for k in range(len(models))]
+
+
+def _units(pint: np.ndarray, projs: list[int], block: int, lo: int, hi: int) -> np.ndarray:
+    """``(projection, target block)`` pairs of ``projs`` meeting ``[lo, hi)``, ordered by the block's first neuron."""
+    rows = []
+    for p in projs:
+        post_lo, post_hi = int(pint[p, 3]), int(pint[p, 3] + pint[p, 4])
+        b0 = (max(lo, post_lo) - post_lo) // block
+        b1 = (min(hi, post_hi) - post_lo + block - 1) // block
+        for b in range(b0, b1):
+            rows.append((post_lo + b * block, p, b))
+    rows.sort()
+    return np.array([(p, b) for _, p, b in rows], np.int32).reshape(-1, 2)
+
+
+def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
+                spikes_per_item, fast_skip, persistent):
+    import cupy as cp
+
+    offsets = tables[4]
+    n = int(v.shape[0])
+    hi = lo + n
+    if n >= 2**31 - 2 * _STEP_TILE:
+        raise ValueError(f"a chunk of the blocks engine holds fewer than 2**31 neurons, got {n}")
+    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    mod = _module()
+    step_k = mod.get_function("step_record")
+    segs = _segments(offsets, lo, hi)
+    n_pops = len(offsets) - 1
+    pop_args = _pop_args(tables, seed)
+    # projections whose spikes come from this chunk and whose targets meet it, by kind of delivery
+    pre_pop = np.searchsorted(offsets, pint[:, 1], side="right").astype(np.int32) - 1
+    in_chunk = {pop for pop, _, _ in segs}
+    groups: dict[str, list[int]] = {"deliver_shared": [], "deliver_global": [], "deliver_general": []}
+    one_to_one = []
+    for p in range(pint.shape[0]):
+        post_lo, post_hi = int(pint[p, 3]), int(pint[p, 3] + pint[p, 4])
+        if pre_pop[p] not in in_chunk or post_hi <= lo or post_lo >= hi:
+            continue
+        if pint[p, 4] >= 2**31:
+            raise ValueError(f"projection {p}: the blocks engine needs target populations under 2**31 neurons")
+        rule, wk, dk = int(pint[p, 0]), int(pint[p, 6]), int(pint[p, 7])
+        if rule == 2:
+            one_to_one.append(p)
+        elif rule == 0 and wk == 0 and dk == 0:
+            width = 4 * min(block, int(pint[p, 4]))
+            dense = pflt[p, 0] * min(block, int(pint[p, 4])) >= 16
+            shared = accumulate == "shared" or (accumulate == "auto" and dense)
+            groups["deliver_shared" if shared and width <= _SHARED_MAX else "deliver_global"].append(p)
+        else:
+            groups["deliver_general"].append(p)
+    launches = []
+    for name, projs in groups.items():
+        if not projs:
+            continue
+        units = _units(pint, projs, block, lo, hi)
+        shared = 4 * max(min(block, int(pint[p, 4])) for p in projs) if name == "deliver_shared" else 0
+        per_item = spikes_per_item or (2 * threads if name == "deliver_shared" else 0)
+        persist = persistent if persistent is not None else name != "deliver_shared"
+        kern = mod.get_function(name + "_persistent" if persist else name)
+        launches.append((kern, cp.asarray(units), len(units), shared, per_item, persist))
+    oto_k = mod.get_function("deliver_one_to_one")
+    pint_d, pflt_d = cp.asarray(pint), cp.asarray(pflt)
+    hkey = cp.asarray(np.array([conn_prefix(seed, int(pint[p, 8])) for p in range(pint.shape[0])] or [0], np.uint64))
+    pre_pop_d = cp.asarray(pre_pop if len(pre_pop) else np.zeros(1, np.int32))
+    # the window's spikes (local ids), appended step by step; cnt[k * n_pops + pop] counts them
+    cap = min(n * n_steps, max(2 * n, _REC_MIN)) + 1
+    rec = cp.empty(cap, cp.int32)
+    head = cp.zeros(1, cp.uint64)
+    cnt = cp.zeros(max(1, n_steps * n_pops), cp.int32)
+    work = cp.zeros(max(1, n_steps * len(launches)), cp.int32)  # persistent grids' item counters
+    resident = cp.cuda.Device().attributes["MultiProcessorCount"] * (2048 // threads)
+    known, since = 0, 0
+    est = np.zeros(n_pops, np.int64)
+    for k in range(n_steps):
+        s = s0 + k
+        if known + (since + 1) * n > cap:  # rec might overflow this step: look at what it holds
+            known, since = int(head.get()[0]), 0
+            est = np.maximum(cnt[(k - 1) * n_pops:k * n_pops].get(), 1)
+            if known + n > cap:
+                cap = max(2 * cap, known + n + 1)
+                grown = cp.empty(cap, cp.int32)
+                grown[:known] = rec[:known]
+                rec = grown
+        slot = np.int32(s % n_slots)
+        for pop, i0, i1 in segs:
+            step_k(((i1 - i0 + _STEP_TILE - 1) // _STEP_TILE,), (256,), (
+                *pop_args[pop][:9], pop_args[pop][9], np.int64(lo), np.int32(i0), np.int32(i1), v, u, g, ref, ring,
+                st_n, st_s, st_r, np.int32(n_rec), slot, np.int64(s), rec, head, cnt, np.int32(k * n_pops + pop)))
+        since += 1
+        if k == 0:  # this step's counts size the delivery grids until the next look
+            est = np.maximum(cnt[:n_pops].get(), 1)
+        if not launches and not one_to_one:
+            continue
+        tail = (rec, head, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
+                np.int32(n_slots), st_n, st_s, st_r, np.int64(s))
+        for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
+            if per_item:
+                cmax = -(-int(est.max()) // per_item)
+            else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
+                cmax = min(max(2 * resident, -(-int(est.max()) // (16 * threads))), -(-int(est.max()) // (2 * threads)))
+            cmax = max(1, min(65535, (2**31 - 1) // n_units, cmax))
+            n_items = n_units * cmax
+            grid = min(n_items, resident) if persist else n_items
+            kern((grid,), (threads,), (units_d, np.int32(cmax), pint_d, pflt_d, hkey, pre_pop_d, *tail,
+                                       np.int32(fast_skip), work[k * len(launches) + gi:],
+                                       np.int32(n_items if persist else 0)), shared_mem=shared)
+        for p in one_to_one:
+            n_pre = int(pint[p, 2])
+            oto_k((max(1, min(1024, (n_pre + 255) // 256)),), (256,),
+                  (np.int32(p), pint_d, pflt_d, np.uint64(seed), pre_pop_d, *tail))
+    return _ordered(rec, int(head.get()[0]), cnt.get()[:n_steps * n_pops].reshape(n_steps, n_pops).sum(axis=1),
+                    s0, n, lo)
+
+
+def _ordered(rec: Any, total: int, per_step: np.ndarray, s0: int, n: int, lo: int) -> tuple[Any, Any]:
+    """The window's spikes in (step, neuron) order from ``rec`` (each step's local ids, in any order)."""
+    import cupy as cp
+
+    if total == 0:
+        return cp.zeros(0, cp.int64), cp.zeros(0, cp.int64)
+    if total <= _SORT_ONCE:  # one sort of (step, id) keys
+        ends = cp.asarray(np.cumsum(per_step, dtype=np.int64))
+        key = cp.searchsorted(ends, cp.arange(total, dtype=cp.int64), side="right") * n + rec[:total].astype(cp.int64)
+        key.sort()
+        return key // n + s0, key % n + lo
+    first = 0  # many spikes: sort each step's ids in place (less memory)
+    for c in per_step.tolist():
+        if c > 1:
+            rec[first:first + c].sort()
+        first += c
+    steps = cp.repeat(cp.arange(s0, s0 + len(per_step), dtype=cp.int64), per_step.tolist())
+    return steps, rec[:total].astype(cp.int64) + lo
+
+
+def _run_threads(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, block_major):
+    import cupy as cp
+
+    models, offsets = tables[0], tables[4]
+    mod = _module()
+    step_k, deliver_k = mod.get_function("step_population"), mod.get_function("deliver")
+    n = int(v.shape[0])
+    hi = lo + n
+    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    flags = cp.zeros(n, cp.uint8)
+    pop_args = _pop_args(tables, seed)
+    pint_d, pflt_d = cp.asarray(pint), cp.asarray(pflt)
     n_proj = int(pint.shape[0])
-    if n_proj and (np.asarray(pint)[:, 0] > 2).any():
-        raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
     # target blocks a spike can reach in this chunk (the most over all projections)
     n_blk = max([(min(n, int(pi[4])) + block - 1) // block + 1 for pi in pint] or [1])
     out_s, out_i = [], []
@@ -226,9 +740,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
                 continue
             i0, i1 = a - lo, b - lo
             step_k(((i1 - i0 + 255) // 256,), (256,), (
-                np.int32(models[pop]), prms_d[pop], np.int32(ref_steps[pop]), np.float32(quanta[pop, 0]),
-                np.float32(quanta[pop, 1]), np.float64(lams[pop]), cdfs_d[pop], np.int32(pois_wq[pop]),
-                np.int32(pois_r[pop]), np.uint64(stream_key(seed, STREAM_POISSON, pop, 0)), np.uint64(pop), np.int64(lo), np.int32(i0), np.int32(i1),
+                *pop_args[pop], np.uint64(pop), np.int64(lo), np.int32(i0), np.int32(i1),
                 v, u, g, ref, ring, st_n, st_s, st_r, np.int32(n_rec), np.int32(slot), np.int64(s), flags))
         idx = cp.flatnonzero(flags)
         if idx.size == 0:

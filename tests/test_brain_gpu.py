@@ -20,15 +20,19 @@ from neurochunk.pipeline.simulation import EMPTY_CONN, _init_chunk  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
-def _both(plan, steps, state=None):
-    state = state or _init_chunk(plan, 0)
+def _both(plan, steps, state=None, chunk=0, window=None, **opts):
+    state = state or _init_chunk(plan, chunk)
+    lo = plan.chunks[chunk][0]
     cpu = [a.copy() for a in state]
-    s_cpu, i_cpu = run_window(*plan.pop_tables, *cpu, 0, steps, 0, plan.seed, plan.pint, plan.pflt,
+    s_cpu, i_cpu = run_window(*plan.pop_tables, *cpu, 0, steps, lo, plan.seed, plan.pint, plan.pflt,
                               plan.net.conn_block, *EMPTY_CONN)
     gpu = list(to_device(state))
-    s_gpu, i_gpu = run_window_gpu(plan.pop_tables, *gpu, 0, steps, 0, plan.seed, plan.pint, plan.pflt,
-                                  plan.net.conn_block)
-    return (s_cpu, i_cpu, cpu), (s_gpu.get(), i_gpu.get(), [a.get() for a in gpu])
+    window = window or steps
+    out = [run_window_gpu(plan.pop_tables, *gpu, s, min(window, steps - s), lo, plan.seed, plan.pint, plan.pflt,
+                          plan.net.conn_block, **opts) for s in range(0, steps, window)]
+    s_gpu = np.concatenate([a.get() for a, _ in out])
+    i_gpu = np.concatenate([b.get() for _, b in out])
+    return (s_cpu, i_cpu, cpu), (s_gpu, i_gpu, [a.get() for a in gpu])
 
 
 def test_coba_4000_first_10_ms_identical() -> None:
@@ -56,22 +60,78 @@ def test_brunel_with_poisson_and_delays_identical() -> None:
     np.testing.assert_array_equal(ic, ig)
 
 
-@pytest.mark.parametrize("model,receptors", [("lif_cuba_exp", ("Ie", "Ii")), ("izhikevich", ("v", "v"))])
-def test_random_models_weights_and_delays_identical(model, receptors) -> None:
-    rng = np.random.default_rng()
-    seed = int(rng.integers(0, 2**31))
+def _random_network(model, receptors, seed, chunk=1000):
     init = {"v": {"uniform": [-70.0, -50.0]}}
     params = {"RI_ext": 12.0} if model == "lif_cuba_exp" else {"I_ext": 10.0}
     pops = (Population("A", 700, model, params, init), Population("B", 300, model, params, init))
     projs = (Projection("AB", "A", "B", receptors[0], {"normal": [2.0, 0.5]}, p=0.1, delay={"uniform": [0.0, 2.0]}),
              Projection("BA", "B", "A", receptors[1], {"uniform": [-3.0, -1.0]}, p=0.2, delay=1.0),
              Projection("AA", "A", "A", receptors[0], 0.5, rule="all_to_all"),
-             Projection("BB", "B", "B", receptors[1], -1.0, rule="one_to_one"))
-    plan = Network(pops, projs, seed=seed, chunk=1000, conn_block=128).plan()
-    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 200)
+             Projection("BB", "B", "B", receptors[1], -1.0, rule="one_to_one"),
+             Projection("AB2", "A", "B", receptors[1], 0.7, p=0.05, delay=0.3),
+             Projection("BA2", "B", "A", receptors[0], 0.2, p=0.3, delay=0.5))
+    return Network(pops, projs, seed=seed, chunk=chunk, conn_block=128).plan()
+
+
+@pytest.mark.parametrize("engine", ["blocks", "threads"])
+@pytest.mark.parametrize("model,receptors", [("lif_cuba_exp", ("Ie", "Ii")), ("izhikevich", ("v", "v"))])
+def test_random_models_weights_and_delays_identical(model, receptors, engine) -> None:
+    plan = _random_network(model, receptors, int(np.random.default_rng().integers(0, 2**31)))
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 200, engine=engine)
     np.testing.assert_array_equal(sc, sg)
     np.testing.assert_array_equal(ic, ig)
     np.testing.assert_array_equal(cpu[0], gpu[0])
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_chunk_of_a_larger_network_identical(chunk, persistent) -> None:
+    """A chunk that cuts target blocks and populations: its own spikes reach only its own neurons."""
+    plan = _random_network("lif_cuba_exp", ("Ie", "Ii"), int(np.random.default_rng().integers(0, 2**31)), chunk=600)
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 150, chunk=chunk, window=40, accumulate="shared", persistent=persistent)
+    assert len(sc) > 50
+    np.testing.assert_array_equal(sc, sg)
+    np.testing.assert_array_equal(ic, ig)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("opts", [{"accumulate": "shared"}, {"accumulate": "global"},
+                                  {"accumulate": "shared", "threads": 128, "spikes_per_item": 16},
+                                  {"accumulate": "global", "threads": 64, "spikes_per_item": 8},
+                                  {"accumulate": "shared", "persistent": True, "spikes_per_item": 32},
+                                  {"accumulate": "global", "persistent": True, "threads": 128, "spikes_per_item": 16},
+                                  {"fast_skip": False}])
+def test_blocks_engine_options_identical(opts) -> None:
+    plan = brunel_network(5000, rule="fixed_probability", seed=6, v_init={"uniform": [10.0, 20.0]}).plan()
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 200, window=64, **opts)
+    assert len(sc) > 1000
+    np.testing.assert_array_equal(sc, sg)
+    np.testing.assert_array_equal(ic, ig)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_spike_list_refills_and_per_step_sort(monkeypatch) -> None:
+    """The host reads the spike list's length every step and orders spikes one step at a time."""
+    from neurochunk.kernels import network_gpu
+
+    monkeypatch.setattr(network_gpu, "_REC_MIN", 0)
+    monkeypatch.setattr(network_gpu, "_SORT_ONCE", 0)
+    plan = brunel_network(5000, rule="fixed_probability", seed=7, v_init={"uniform": [10.0, 20.0]}).plan()
+    (sc, ic, _), (sg, ig, _) = _both(plan, 120, window=50)
+    assert len(sc) > 500
+    np.testing.assert_array_equal(sc, sg)
+    np.testing.assert_array_equal(ic, ig)
+
+
+def test_bad_options_refused() -> None:
+    plan = coba_network(seed=1).plan()
+    gpu = to_device(_init_chunk(plan, 0))
+    for opts, what in (({"engine": "fast"}, "engine"), ({"accumulate": "l2"}, "accumulate"),
+                       ({"threads": 100}, "threads")):
+        with pytest.raises(ValueError, match=what):
+            run_window_gpu(plan.pop_tables, *gpu, 0, 1, 0, plan.seed, plan.pint, plan.pflt, 1024, **opts)
 
 
 @pytest.mark.parametrize("block_major", [False, True])
@@ -97,3 +157,18 @@ def test_slot_major_single_receptor_ring_identical(block_major) -> None:
         run_window_gpu(coba_network(seed=1).plan().pop_tables, cp.zeros(4000, cp.float32), cp.zeros(1, cp.float32),
                        cp.zeros((1, 2), cp.float32), cp.zeros(4000, cp.int32), cp.zeros((4000, 3, 2), cp.int32),
                        0, 1, 0, 1, np.zeros((0, 12), np.int64), np.zeros((0, 7)), 1024)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.02, 1e-3])
+def test_fast_skip_agrees_with_the_double_formula(p) -> None:
+    """The float32 filter answers most draws and never differs from floor(log(u) / log(1 - p)) in double."""
+    from neurochunk.kernels.network_gpu import _module
+
+    out = cp.zeros(2, cp.uint64)
+    n = 1 << 26
+    key = int(np.random.default_rng().integers(0, 2**63))
+    _module().get_function("skip_agreement")((264,), (256,), (np.uint64(key), np.int64(n), np.float64(1 / np.log1p(-p)),
+                                                             out))
+    taken, bad = (int(x) for x in out.get())
+    assert bad == 0
+    assert taken > (0.99 if p >= 0.02 else 0.9) * n

@@ -310,3 +310,31 @@ def _izhikevich(prm, q0, q1, ref_steps, v, u, ref, x0, x1, flags):
         u[i] = ui + d if f else ui
         ref[i] = ref_steps if f else r
         flags[i] = f
+
+
+@_kernel
+def slot_major(ring):
+    """A C-contiguous ``(slot, receptor, neuron)`` copy of a ``(neuron, slot, receptor)`` ring buffer."""
+    n, n_slots, n_rec = ring.shape
+    out = np.empty((n_slots, n_rec, n), ring.dtype)
+    for a in range(0, n, _TILE):
+        b = min(n, a + _TILE)
+        for s in range(n_slots):
+            for r in range(n_rec):
+                for i in range(a, b):
+                    out[s, r, i] = ring[i, s, r]
+    return out
+
+
+@_kernel
+def neuron_major(work):
+    """The ``(neuron, slot, receptor)`` C-contiguous copy of a slot-major ring buffer (undoes :func:`slot_major`)."""
+    n_slots, n_rec, n = work.shape
+    out = np.empty((n, n_slots, n_rec), work.dtype)
+    for a in range(0, n, _TILE):
+        b = min(n, a + _TILE)
+        for s in range(n_slots):
+            for r in range(n_rec):
+                for i in range(a, b):
+                    out[i, s, r] = work[s, r, i]
+    return out

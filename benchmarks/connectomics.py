@@ -296,6 +296,53 @@ def _copy_seconds(nbytes: int) -> tuple[float, float]:
     return _events_median(lambda: dev.set(host), 3), _events_median(lambda: dev.get(out=host), 3)
 
 
+def codec_probe(work: Path, edge: int = 256, threads: int = 0) -> list[str]:
+    """Where the output's encode time goes: one ``edge``^3 uint32 label chunk encoded and written, 1 and N threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numcodecs
+
+    from neurochunk.kernels.volume import label_chunk, synthetic_segmentation
+    from neurochunk.stores.ome import create_volume, level_array
+
+    threads = threads or os.cpu_count() or 1
+    labels = label_chunk(synthetic_segmentation((edge,) * 3, (edge,) * 3), 26, False, "cc3d")[0] + np.uint32(40000)
+    rows = []
+
+    def rate(fn: Any, n: int) -> tuple[float, float]:
+        fn(0)
+        with ThreadPoolExecutor(n) as pool:
+            t = time.perf_counter()
+            list(pool.map(fn, range(n * 2)))
+            dt = time.perf_counter() - t
+        return n * 2 * labels.nbytes / dt / 1e9, dt
+
+    for name, shuffle in (("blosc lz4 shuffle (the lz4 preset)", 1), ("blosc lz4 no shuffle", 0)):
+        codec = numcodecs.Blosc("lz4", 5, shuffle)
+        ratio = labels.nbytes / len(codec.encode(labels))
+        one, _ = rate(lambda i, c=codec: c.encode(labels), 1)
+        many, _ = rate(lambda i, c=codec: c.encode(labels), threads)
+        rows.append(f"| probe: numcodecs {name} encode of a {edge}^3 uint32 chunk (ratio {ratio:.1f}), GB/s of "
+                    f"labels, 1 / {threads} threads | {one:.2f} / {many:.2f} | | |")
+    for codec in ("lz4", "raw"):
+        ds = create_volume(work / f"probe-{codec}.zarr", (edge * threads * 2, edge, edge), np.uint32, labels=True,
+                           chunks=(edge,) * 3, codec=codec, overwrite=True, write_empty_chunks=True)
+        dst = level_array(ds, 0)
+
+        def put(i: int, dst: Any = dst) -> None:
+            dst[i * edge:(i + 1) * edge] = labels
+
+        one, _ = rate(put, 1)
+        many, _ = rate(put, threads)
+        rows.append(f"| probe: zarr write of a {edge}^3 uint32 chunk, output {codec}, GB/s of labels, 1 / {threads} "
+                    f"threads | {one:.2f} / {many:.2f} | | |")
+        shutil.rmtree(work / f"probe-{codec}.zarr", ignore_errors=True)
+    host = np.empty_like(labels)
+    one, _ = rate(lambda i: np.copyto(host, labels), 1)
+    rows.append(f"| probe: memcpy of the chunk, GB/s, 1 thread | {one:.2f} | | |")
+    return rows
+
+
 def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
     """Labeller alone on the device, then end to end from Zarr with the labels resident on the GPU."""
     import cc3d
@@ -316,6 +363,8 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
     h2d, d2h = _copy_seconds(2**30)
     add(f"| pageable copy 1 GiB host->device / device->host (GB/s) | {2**30 / h2d / 1e9:.1f} / "
                 f"{2**30 / d2h / 1e9:.1f} | | |")
+    for row in codec_probe(work):
+        add(row)
     warm = np.asarray(open_volume(make_input(work, 64, 32))["0"][...])
     connected_components_resident(warm, work / "warm.zarr", chunks=(32, 32, 32), slab_voxels=32 * 64 * 64)
     ref = None

@@ -384,19 +384,23 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
             big = size > 1024  # one run of the largest chunks, to bound the device time
             if big and chunk != max(chunks):
                 continue
-            for codec in (["lz4", "raw"] if chunk == max(chunks) and not big else ["lz4"]):
+            cores = os.cpu_count() or 1
+            variants = [("lz4", "chunks", cores)]
+            if chunk == max(chunks) and not big:
+                variants += [("lz4", "slabs", cores), ("lz4", "chunks", 2 * cores), ("raw", "chunks", cores)]
+            for codec, io, threads in variants:
                 for rep in range(1 if big else a.repeats):
                     t, clock = time.perf_counter(), {}
                     ds = connected_components_resident(open_volume(src), work / "e2e.zarr", codec=codec,
-                                                       timings=clock)
+                                                       timings=clock, io=io, threads=threads)
                     dt = time.perf_counter() - t
                     where = ", ".join(f"{k} {v:.2f} s" for k, v in clock.items() if k != "slabs")
-                    add(f"| resident end to end {size}^3, {chunk}^3 chunks in and out, output {codec}, "
-                                f"{clock['slabs']} slab(s), {ds.attrs['n_labels']} labels, run {rep + 1} "
-                                f"| {size**3 / dt / 1e6:.0f} | {dt:.2f} | {where} |")
+                    add(f"| resident end to end {size}^3, {chunk}^3 chunks in and out, output {codec}, io {io}, "
+                        f"{threads} threads, {clock['slabs']} slab(s), {ds.attrs['n_labels']} labels, run {rep + 1} "
+                        f"| {size**3 / dt / 1e6:.0f} | {dt:.2f} | {where} |")
                 if ref is not None and codec == "lz4":
                     same = bool(np.array_equal(open_volume(work / "e2e.zarr")["0"][...], ref))
-                    add(f"| output == cc3d on the whole {size}^3, voxel for voxel | {same} | | |")
+                    add(f"| output == cc3d on the whole {size}^3, voxel for voxel (io {io}) | {same} | | |")
                 cp.get_default_memory_pool().free_all_blocks()
             shutil.rmtree(src, ignore_errors=True)
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import zarr
 
 from neurochunk.kernels.volume import label_chunk, plane_pairs
 from neurochunk.stores import Dataset
@@ -58,6 +59,7 @@ class _Device:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.clock: dict[str, float] = {}
+        self.io = "chunks"
 
     def add(self, key: str, seconds: float) -> None:
         with self._lock:
@@ -111,7 +113,7 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
                                   device: str = "cupy", slab_voxels: int = 2**28, threads: int | None = None,
                                   codec: str | None = "lz4", level: int | str = 0,
                                   voxel_size: Sequence[float] | None = None, shards: Sequence[int] | None = None,
-                                  timings: dict[str, float] | None = None) -> Dataset:
+                                  timings: dict[str, float] | None = None, io: str = "chunks") -> Dataset:
     """Label the connected components of a whole volume with its labels resident on the device.
 
     Parameters
@@ -127,6 +129,9 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
         slabs let the threads read the next slab while the device labels one.
     threads
         CPU threads decoding and encoding chunks (default: one per core).
+    io
+        ``"chunks"``: each thread reads or writes one chunk through Zarr at a time;
+        ``"slabs"``: one Zarr call per slab, Zarr's own concurrency over its chunks.
     timings
         If given, filled with wall seconds per phase (``read + label``, ``merge``,
         ``relabel + write``) and the seconds the threads spent (summed over
@@ -144,6 +149,9 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
     if slab_voxels < 1:
         raise ValueError(f"slab_voxels must be positive, got {slab_voxels}")
     dev = _Device(device)
+    if io not in ("chunks", "slabs"):
+        raise ValueError(f"io must be 'chunks' or 'slabs', not {io!r}")
+    dev.io = io
     shape = tuple(int(s) for s in arr.shape)
     block = tuple(min(int(c), s) for c, s in
                   zip(chunks or getattr(arr, "chunks", None) or (128, 128, 128), shape, strict=True))
@@ -158,7 +166,9 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
     dev.clock = clock
     t0 = time.perf_counter()
 
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool, ThreadPoolExecutor(1) as ahead:
+    nthreads = threads or os.cpu_count() or 1
+    with (ThreadPoolExecutor(nthreads) as pool, ThreadPoolExecutor(1) as ahead,
+          zarr.config.set({"async.concurrency": max(nthreads, 10)})):
         labels, counts, pairs = _label_slabs(arr, dev, slabs, boxes, pool, ahead, connectivity, binary, method)
         dev.sync()
         t1 = time.perf_counter()
@@ -179,6 +189,9 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
             ids = lut[labels[i]]
             labels[i] = None  # the slab's provisional labels are no longer needed
             dev.sync()
+            if io == "slabs":
+                writes.append(pool.submit(_write_slab, dev, dst, ids, z0, z1))
+                continue
             writes += [pool.submit(_write_chunk, dev, dst, ids, box, z0) for box in boxes if box[0].start >= z0
                        and box[0].stop <= z1]
         for w in writes:
@@ -215,6 +228,15 @@ def _label_slabs(arr: Any, dev: _Device, slabs: list[tuple[int, int]], boxes: li
 
 def _read_slab(arr: Any, dev: _Device, slab: tuple[int, int], boxes: list[Box], pool: ThreadPoolExecutor) -> Any:
     z0, z1 = slab
+    if dev.io == "slabs":
+        t = time.perf_counter()
+        host = np.asarray(arr[z0:z1])
+        t1 = time.perf_counter()
+        values = dev.xp.asarray(host)
+        dev.sync()
+        dev.add("read chunks", t1 - t)
+        dev.add("upload chunks", time.perf_counter() - t1)
+        return values
     values = dev.xp.empty((z1 - z0, *arr.shape[1:]), dtype=arr.dtype)
     reads = [pool.submit(_read_chunk, arr, dev, values, box, z0) for box in boxes
              if box[0].start >= z0 and box[0].stop <= z1]
@@ -230,6 +252,15 @@ def _read_chunk(arr: Any, dev: _Device, values: Any, box: Box, z0: int) -> None:
     dev.upload(host, values, (slice(box[0].start - z0, box[0].stop - z0), box[1], box[2]))
     dev.add("read chunks", t1 - t)
     dev.add("upload chunks", time.perf_counter() - t1)
+
+
+def _write_slab(dev: _Device, dst: Any, ids: Any, z0: int, z1: int) -> None:
+    t = time.perf_counter()
+    host = ids.get() if dev.gpu else ids
+    t1 = time.perf_counter()
+    dst[z0:z1] = host
+    dev.add("download chunks", t1 - t)
+    dev.add("write chunks", time.perf_counter() - t1)
 
 
 def _write_chunk(dev: _Device, dst: Any, ids: Any, box: Box, z0: int) -> None:

@@ -19,13 +19,14 @@ from neurochunk.pipeline.resident import connected_components_resident
     (18, False, (70, 90, 65), 2**30),  # one slab
     (26, True, (16, 16, 16), 32 * 90 * 65),
 ])
+@pytest.mark.parametrize("io", ["chunks", "slabs"])
 def test_resident_equals_cc3d(tmp_path: Path, connectivity: int, binary: bool, chunks: tuple[int, int, int],
-                              slab_voxels: int) -> None:
+                              slab_voxels: int, io: str) -> None:
     x = synthetic_segmentation((70, 90, 65), seed=3)
     clock: dict[str, float] = {}
     ds = connected_components_resident(x, tmp_path / "cc.zarr", connectivity=connectivity, binary=binary,
                                        chunks=chunks, device="numpy", slab_voxels=slab_voxels, threads=2,
-                                       timings=clock)
+                                       timings=clock, io=io)
     ref, n = cc3d.connected_components(x != 0 if binary else x, connectivity=connectivity, return_N=True)
     assert ds.attrs["n_labels"] == n and ds.attrs["complete"] is True
     assert np.array_equal(ds["0"][...], ref)  # slabs span whole planes: raster order of first voxels, as cc3d

@@ -91,29 +91,43 @@ NETWORKS = {
 }
 
 
+def _recorded(net, ms, where, client=None, **kw):
+    """Spikes, sampled potentials and the last checkpoint's arrays of a run with checkpoints every 8 ms."""
+    from neurochunk.stores import Dataset
+
+    ck = str(where / "ck.zarr")
+    res, (t, g, _) = _run(net, ms, where, "spikes", client, checkpoint_url=ck, checkpoint_every_ms=8.0,
+                          record_v=[0, 1300, 3999], **kw)
+    assert res["steps"] == int(round(ms / 0.1))
+    v = Dataset.open(res["spikes_url"], kind="spikes")["v"][:]
+    return t, g, v, _latest_commit(ck)
+
+
+_CPU: dict[str, tuple] = {}
+
+
+def _cpu_reference(name, factory):
+    if name not in _CPU:
+        make, ms = NETWORKS[name]
+        _CPU[name] = _recorded(make(), ms, factory.mktemp(f"cpu-{name}"))
+    return _CPU[name]
+
+
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.parametrize("on", ["cluster", "local"])
-def test_gpu_dask_path_gives_the_cpu_dask_path_spikes(name, on, tmp_path, request) -> None:
+def test_gpu_dask_path_gives_the_cpu_dask_path_spikes(name, on, tmp_path, tmp_path_factory, request) -> None:
     client = request.getfixturevalue("gpu_client") if on == "cluster" else None
     make, ms = NETWORKS[name]
     net = make()
-    record_v = [0, 1300, 3999]
-    _, (tc, gc, _) = _run(net, ms, tmp_path, "cpu", checkpoint_url=str(tmp_path / "cpu-ck.zarr"),
-                          checkpoint_every_ms=8.0, record_v=record_v)
-    res, (tg, gg, _) = _run(net, ms, tmp_path, "gpu", client, checkpoint_url=str(tmp_path / "gpu-ck.zarr"),
-                            checkpoint_every_ms=8.0, record_v=record_v, backend="gpu")
-    assert len(tc) > 200 and res["steps"] == int(round(ms / 0.1))
+    tc, gc, vc, cpu = _cpu_reference(name, tmp_path_factory)
+    tg, gg, vg, gpu_state = _recorded(net, ms, tmp_path, client, backend="gpu")
+    assert len(tc) > 200
     np.testing.assert_array_equal(tc, tg)
     np.testing.assert_array_equal(gc, gg)
-    from neurochunk.stores import Dataset
-
-    vc = Dataset.open(str(tmp_path / "cpu.zarr"), kind="spikes")["v"][:]
-    vg = Dataset.open(str(tmp_path / "gpu.zarr"), kind="spikes")["v"][:]
     np.testing.assert_array_equal(vc, vg)
     # the committed state is the CPU's, in the CPU's layout
-    cpu, gpu_state = _latest_commit(str(tmp_path / "cpu-ck.zarr")), _latest_commit(str(tmp_path / "gpu-ck.zarr"))
     assert set(cpu) == set(gpu_state)
     for k in cpu:
         np.testing.assert_array_equal(cpu[k], gpu_state[k], err_msg=k)

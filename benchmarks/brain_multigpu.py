@@ -1,0 +1,154 @@
+"""Brunel A on several GPUs of one host through the Dask pipeline's GPU backend (dask-cuda, one worker per GPU).
+
+Scenarios (one command each; each prints its rows as they finish and a table at the end):
+
+``python benchmarks/brain_multigpu.py weak --per-gpu 50000000 --gpus 1,2,4``
+    Weak scaling: ``per-gpu x G`` neurons on G GPUs, one chunk per GPU; efficiency = T(1) / T(G).
+``python benchmarks/brain_multigpu.py strong --n 1000000000 --gpus 1,2,4``
+    Strong scaling: one network on G GPUs, one chunk per GPU; efficiency = T(1) / (G x T(G)).
+
+The network is ``benchmarks/brain.py gpu``'s: 1,000 E + 250 I inputs per neuron (procedural fixed
+probability), Poisson drive, delay 1.5 ms (exchange window 16 steps), v uniform in [10, 20] mV at the
+start. Each configuration starts its own LocalCUDACluster on the first G GPUs (dask-cuda spilling off:
+the state is advanced in place), creates the state on the workers, runs a 2-step warm-up batch (kernel
+compilation), then times one batch of ``--sim-ms`` through ``Runner`` (all spikes gathered to the
+driver every window, not written to Zarr). "GPU busy" is the largest per-worker sum of the window and
+delivery tasks' compute time over the batch's wall time (the rest is the exchange: gathering and
+sending spikes, scheduling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections import defaultdict
+
+
+_ROWS: list[dict] = []
+
+
+def _cluster(n_gpus: int):
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(n_gpus)), n_workers=n_gpus,
+                               threads_per_worker=1, device_memory_limit=0, memory_limit=0, host="127.0.0.1",
+                               dashboard_address=":0")
+    return cluster, Client(cluster)
+
+
+def _pool_gib() -> float:
+    import cupy
+
+    return cupy.get_default_memory_pool().total_bytes() / 2**30
+
+
+def _busy(task_stream: list[dict], wall: float) -> float:
+    per_worker: dict[str, float] = defaultdict(float)
+    for t in task_stream:
+        name = str(t["key"][0] if isinstance(t["key"], tuple) else t["key"])
+        if name.startswith(("window_task", "deliver_task")):
+            per_worker[t["worker"]] += sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
+    return max(per_worker.values(), default=0.0) / wall
+
+
+def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int) -> dict:
+    from distributed import get_task_stream, wait
+
+    from neurochunk.pipeline.network import brunel_network
+    from neurochunk.pipeline.runner import Runner
+    from neurochunk.pipeline.simulation import SpikingStep, initial_state
+
+    net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]},
+                         chunk=math.ceil(n / n_gpus), epsilon=1000 / (n * 4 // 5))
+    plan = net.plan()
+    steps = int(round(sim_ms / plan.dt))
+    t_start = time.perf_counter()
+    cluster, client = _cluster(n_gpus)
+    try:
+        t0 = time.perf_counter()
+        state = initial_state(plan, "gpu", client)
+        wait(list(state.arrays.values()))
+        init_s = time.perf_counter() - t0
+        runner = Runner(SpikingStep(plan, batch_steps=steps, backend="gpu"), state, client=client, progress=False)
+        runner.run(warm_steps)
+        with get_task_stream(client) as ts:
+            t1 = time.perf_counter()
+            runner.run(steps)
+            wall = time.perf_counter() - t1
+        report = runner.reports[-1]
+        gids = report.outputs["spikes"][1]
+        gib = max(client.run(_pool_gib).values())
+        busy = _busy(ts.data, wall)
+    finally:
+        client.close()
+        cluster.close()
+    spikes = len(gids)
+    row = {"mode": mode, "gpus": n_gpus, "neurons": n, "per_gpu": n // n_gpus, "chunks": len(plan.chunks),
+           "window_steps": plan.window or steps, "sim_ms": steps * plan.dt, "wall_s": wall,
+           "compute_s": report.compute_s, "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
+           "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),
+           "gpu_busy": busy, "init_s": init_s, "gib_per_gpu": gib, "setup_s": t1 - t_start,
+           "conn_block": plan.net.conn_block}
+    _ROWS.append(row)
+    print("ROW " + json.dumps(row), flush=True)
+    return row
+
+
+def _table(rows: list[dict], mode: str) -> None:
+    base = next((r for r in rows if r["gpus"] == 1), None)
+    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron)")
+    print(f"{'GPUs':>4} {'neurons':>14} {'per GPU':>13} {'sim ms':>6} {'wall s':>8} {'s/sim s':>9} {'events/s':>9} "
+          f"{'rate Hz':>7} {'GPU busy':>8} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
+    for r in rows:
+        if base is None:
+            eff = float("nan")
+        elif mode == "weak":
+            eff = base["s_per_sim_s"] / r["s_per_sim_s"]
+        else:
+            eff = base["s_per_sim_s"] / (r["gpus"] * r["s_per_sim_s"])
+        print(f"{r['gpus']:>4} {r['neurons']:>14,} {r['per_gpu']:>13,} {r['sim_ms']:>6.1f} {r['wall_s']:>8.3f} "
+              f"{r['s_per_sim_s']:>9.1f} {r['events_per_s']:>9.3g} {r['rate_hz']:>7.1f} {100 * r['gpu_busy']:>7.0f}% "
+              f"{eff:>6.2f} {r['gib_per_gpu']:>7.1f} {r['init_s']:>6.1f}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    w = sub.add_parser("weak")
+    w.add_argument("--per-gpu", type=float, default=5e7, help="neurons per GPU")
+    s = sub.add_parser("strong")
+    s.add_argument("--n", type=float, default=1e9, help="neurons of the network")
+    for q in (w, s):
+        q.add_argument("--gpus", default="1,2,4", help="GPU counts to run (each at most the GPUs present)")
+        q.add_argument("--sim-ms", type=float, default=3.2, help="simulated ms of the timed batch")
+        q.add_argument("--warm-steps", type=int, default=2)
+        q.add_argument("--out", default=None, help="append the rows as JSON lines to this file")
+    args = p.parse_args()
+    import cupy
+
+    present = cupy.cuda.runtime.getDeviceCount()
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    print(f"{present} x {props['name'].decode()} ({props['totalGlobalMem'] / 2**30:.0f} GiB); "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; load {os.getloadavg()}", flush=True)
+    for g in [int(x) for x in args.gpus.split(",")]:
+        if g > present:
+            print(f"skip {g} GPUs: only {present} present", flush=True)
+            continue
+        n = int(args.per_gpu * g) if args.mode == "weak" else int(args.n)
+        try:
+            row = run_config(args.mode, n, g, args.sim_ms, args.warm_steps)
+        except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
+            print(f"FAILED {args.mode} {g} GPUs {n:,} neurons: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    _table(_ROWS, args.mode)
+
+
+if __name__ == "__main__":
+    main()

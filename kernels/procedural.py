@@ -130,23 +130,33 @@ def _deliver_constant(steps, gids, skip_lo, skip_hi, pflt, p, seed, pid, block, 
     y = np.empty(_BATCH, np.float64)
     skips = np.empty(_BATCH, np.int64)
     n_spk = gids.shape[0]
+    # stream_key(seed, pid, pre, b) = mix64(partial ^ b): the partial hash once per spike, not per block
+    head = mix64(mix64(np.uint64(seed) + GOLDEN) ^ np.uint64(pid))
+    partial = np.empty(n_spk, np.uint64)
+    keys = np.empty(n_spk, np.uint64)
     x0 = 0
     while x0 < n_spk:
         x1 = x0 + 1
         while x1 < n_spk and steps[x1] == steps[x0]:
             x1 += 1
         row = ring[(steps[x0] + d) % n_slots, r]
+        m = 0
+        for x in range(x0, x1):
+            g = gids[x]
+            pre = g - pre_lo
+            if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
+                continue
+            partial[m] = mix64(head ^ np.uint64(pre))
+            m += 1
         for b in range(b0, b1):
             start = post_lo + b * block
             n_b = min(block, post_hi - start)
             a = max(lo, start) - start  # the part of the block inside [lo, hi)
             e = min(hi, start + n_b) - start
-            for x in range(x0, x1):
-                g = gids[x]
-                pre = g - pre_lo
-                if pre < 0 or pre >= pre_n or skip_lo <= g < skip_hi:
-                    continue
-                key = stream_key(seed, pid, pre, b)
+            for x in range(m):
+                keys[x] = mix64(partial[x] ^ np.uint64(b))
+            for x in range(m):
+                key = keys[x]
                 k = 0
                 j = np.int64(-1)
                 going = True

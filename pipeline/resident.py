@@ -128,7 +128,8 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
         on top of the 4 bytes a voxel of the whole volume kept resident; several
         slabs let the threads read the next slab while the device labels one.
     threads
-        CPU threads decoding and encoding chunks (default: one per core).
+        CPU threads decoding and encoding chunks (default: two per core; on an
+        H200 node 32 threads beat 16 at 1024^3, ``benchmarks/results/connectomics.md``).
     io
         ``"chunks"``: each thread reads or writes one chunk through Zarr at a time;
         ``"slabs"``: one Zarr call per slab, Zarr's own concurrency over its chunks.
@@ -166,7 +167,7 @@ def connected_components_resident(src: Any, out: str | os.PathLike[str], *, conn
     dev.clock = clock
     t0 = time.perf_counter()
 
-    nthreads = threads or os.cpu_count() or 1
+    nthreads = threads or 2 * (os.cpu_count() or 1)  # twice the cores: a thread often waits on a copy or a file
     with (ThreadPoolExecutor(nthreads) as pool, ThreadPoolExecutor(1) as ahead,
           zarr.config.set({"async.concurrency": max(nthreads, 10)})):
         labels, counts, pairs = _label_slabs(arr, dev, slabs, boxes, pool, ahead, connectivity, binary, method)

@@ -37,7 +37,8 @@ PARAMS = Section({
     "synthetic_size": Field(int, 256, help="edge of the synthetic volume when no image is given"),
     "connectivity": Field(int, 26, choices=(6, 18, 26)),
     "binary": Field(bool, False, help="connect any nonzero neighbours (else only equal labels)"),
-    "method": Field(str, "auto", choices=("auto", "cc3d", "numba", "cupy"), help="chunk labeller"),
+    "method": Field(str, "auto", choices=("auto", "cc3d", "numba", "cupy", "cupy-resident"),
+                    help="chunk labeller; cupy-resident: label once with the labels resident on the GPU"),
     "sigma": Field(float, 1.0, help="Gaussian smoothing before thresholding (no labels given)"),
     "threshold": Field(float, help="segment the image where smoothed intensity is above this"),
     "min_size": Field(int, 100, help="objects smaller than this many voxels are dust"),
@@ -100,9 +101,15 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
         labels = timed("synthesize_labels", lambda: ingest(source, f"{root}/labels.zarr", labels=True,
                                                            chunks=lchunks, **common))
         del synthetic_segmentation
-    comps = timed("connected_components", lambda: connected_components(
-        labels, f"{root}/components.zarr", connectivity=p["connectivity"], binary=p["binary"], method=p["method"],
-        chunks=lchunks, client=client, progress=progress, resume=False))
+    if p["method"] == "cupy-resident":
+        from neurochunk.pipeline.resident import connected_components_resident
+
+        comps = timed("connected_components", lambda: connected_components_resident(
+            labels, f"{root}/components.zarr", connectivity=p["connectivity"], binary=p["binary"], chunks=lchunks))
+    else:
+        comps = timed("connected_components", lambda: connected_components(
+            labels, f"{root}/components.zarr", connectivity=p["connectivity"], binary=p["binary"],
+            method=p["method"], chunks=lchunks, client=client, progress=progress, resume=False))
     if image is not None:
         comps.update_attrs(image=str(image.url))
     timed("pyramid_components", lambda: build_pyramid(comps, min_size=p["pyramid_min_size"], client=client,

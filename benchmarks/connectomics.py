@@ -106,7 +106,8 @@ def _contender(name: str, a: dict[str, Any]) -> dict[str, Any]:
                              chunks=(2, 2, 2), progress=False)
         t, cpu = time.perf_counter(), tree_cpu()
         ds = connected_components(open_volume(src), out, connectivity=26, binary=binary, method=method,
-                                  client=client, progress=False, codec=None if name.endswith("zstd") else "lz4")
+                                  client=client, progress=False, codec=None if name.endswith("zstd") else "lz4",
+                                  cache_bytes=0 if "nocache" in name else 256 * 2**20)
         dt, cpu = time.perf_counter() - t, tree_cpu() - cpu
         if client is not None:
             client.close()

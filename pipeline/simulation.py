@@ -92,6 +92,7 @@ class ChunkFunctions:
     args: Callable[[Plan, int, tuple[Any, ...]], tuple[Any, ...]]
     ring_receptors: Callable[[Plan], int]
     array_module: str = "numpy"
+    exchange: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None  # default: _gather (sorted)
 
 
 BACKENDS = ("cpu", "gpu")
@@ -105,7 +106,7 @@ def chunk_functions(backend: str) -> ChunkFunctions:
         from . import simulation_gpu as g
 
         return ChunkFunctions("gpu", g.init_chunk, g.window_task, g.deliver_task, g.chunk_args, g.ring_receptors,
-                              "cupy")
+                              "cupy", _concat)
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
@@ -249,6 +250,11 @@ def _gather(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     return steps, gids
 
 
+def _concat(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A window's spikes in chunk order, unsorted across chunks (enough for order-independent delivery)."""
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _gather_samples(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
     """``(sample steps, v[sample, recorded neuron])`` of a batch from the chunks' window outputs."""
     by_time: dict[int, dict[int, float]] = {}
@@ -328,7 +334,7 @@ class SpikingStep(Step):
             res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c]) for c in range(n_chunks)]
             res = [tuple(r) for r in res]
             blocks = [r[:5] for r in res]
-            incoming = dask.delayed(_gather)(*[r[5] for r in res])
+            incoming = dask.delayed(self.fns.exchange or _gather)(*[r[5] for r in res])
             windows.append(incoming)
             sampled += [r[5] for r in res]
         if n_chunks > 1:

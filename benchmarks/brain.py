@@ -9,10 +9,12 @@ Scenarios (one command each):
 ``python benchmarks/brain.py stream --n 20000000 --sim-ms 3.2``
     Out-of-core Brunel A (procedural): the state streams through a double-buffered Zarr dataset every
     exchange window on 2 worker processes capped at 1 GiB each; wall time, events/s, workers' peak RSS.
-``python benchmarks/brain.py brunel --sizes 12500,125000,1250000``
+``python benchmarks/brain.py brunel --sizes 12500,125000,1250000,12500000 --events-budget 5e8``
     Brunel (2000) A with 1,000 E + 250 I inputs per neuron, procedural fixed probability, Poisson
-    background: wall seconds per simulated ms, synaptic events per second, peak RSS; Brian2 (numpy) on
-    the sizes up to ``--brian-max``.
+    background: synaptic events per second of the single-thread kernel loop and of ``simulate()`` on a
+    LocalCluster (1 worker x 2 threads, 8 GiB, 2 chunks exchanging every 1.6 ms, spikes to Zarr), wall
+    seconds per simulated ms, peak RSS; Brian2 (cpp_standalone's simulation loop, address space capped
+    at 8 GiB) on the sizes up to ``--brian-max``.
 """
 
 from __future__ import annotations
@@ -33,14 +35,22 @@ ROOT = Path(__file__).resolve().parents[1]
 BRIAN2 = ROOT / ".venv-brian2" / "bin" / "python"
 
 
-def brian2(cfg: dict) -> dict | None:
+def brian2(cfg: dict, mem_gib: float | None = None) -> dict | None:
+    """Run ``brian2_ref.py`` on ``cfg`` in Brian2's venv; ``mem_gib`` caps its address space (and its children's)."""
     if not BRIAN2.exists():
         return None
     t0 = time.perf_counter()
+
+    def cap() -> None:
+        if mem_gib:
+            lim = int(mem_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
     proc = subprocess.run([str(BRIAN2), str(ROOT / "benchmarks" / "brian2_ref.py"), json.dumps(cfg)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, preexec_fn=cap)
     if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
+        return {"error": tail[:120]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = time.perf_counter() - t0
     return out
@@ -116,36 +126,70 @@ def coba(args: argparse.Namespace) -> None:
         print(f"{what:<62} {'-' if s is None else f'{s:9.3f}'}  {note or ''}")
 
 
-def brunel(args: argparse.Namespace) -> None:
+def _brunel_net(n: int, chunk: int | None = None):
     from neurochunk.pipeline.network import brunel_network
+
+    return brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=chunk or n,
+                          epsilon=1000 / (n * 4 // 5))
+
+
+def _brunel_events(n: int, gid: np.ndarray) -> float:
+    """Synaptic events of spikes ``gid``: each spike times its population's mean out-degree."""
+    n_e = n * 4 // 5
+    return float(np.where(gid < n_e, 1000 / n_e * n, 250 / (n - n_e) * n).sum())
+
+
+def _simulate_cores(client, n: int, sim_ms: float, chunks: int) -> tuple[float, float, float]:
+    """``(wall s, events, rate Hz)`` of ``simulate()`` on ``client``, the network split in ``chunks``."""
+    from neurochunk.pipeline.recording import read_spikes, simulate
+
+    chunk = -(-n // chunks)
+    net = _brunel_net(n, chunk)
+    d = tempfile.mkdtemp()
+    simulate(_brunel_net(min(n, 12500), min(n, 12500) // chunks), 1.6, spikes_url=f"{d}/warm.zarr", client=client,
+             progress=False)  # numba's cached kernels loaded in the workers
+    t0 = time.perf_counter()
+    simulate(net, sim_ms, spikes_url=f"{d}/s.zarr", client=client, progress=False, batch_ms=max(sim_ms, 100.0))
+    wall = time.perf_counter() - t0
+    _, gid, _ = read_spikes(f"{d}/s.zarr")
+    return wall, _brunel_events(n, gid), len(gid) / n / (sim_ms / 1e3)
+
+
+def brunel(args: argparse.Namespace) -> None:
+    from distributed import Client, LocalCluster
+
     from neurochunk.pipeline.recording import spike_stats
 
-    print(f"Brunel A, procedural fixed probability (1,000 E + 250 I inputs), {os.cpu_count()} cores")
-    print(f"{'neurons':>11} {'sim ms':>7} {'wall s':>8} {'s/sim ms':>9} {'events/s':>10} {'rate Hz':>8} "
-          f"{'peak RSS GiB':>12} | {'Brian2 numpy s/sim ms':>21} {'Brian2 rate':>11}")
-    for n in [int(x) for x in args.sizes.split(",")]:
-        sim_ms = max(args.min_ms, args.events_budget / (n * 1250 * 40e-3))
-        steps = int(sim_ms / 0.1)
-        net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
-                             epsilon=1000 / (n * 4 // 5))
-        wall, st, gid = _kernel_loop(net, steps)
-        out_degree = np.where(gid < n * 4 // 5, 1000 / (n * 4 // 5) * n, 250 / (n - n * 4 // 5) * n)
-        events = float(out_degree.sum())
-        stats = spike_stats(st * 0.1, gid, {"E": [0, n * 4 // 5], "I": [n * 4 // 5, n]}, sim_ms, skip_ms=0)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        ref_txt = ""
-        if n <= args.brian_max:
-            ref = brian2({"net": "brunel", "n": n, "duration_ms": sim_ms, "target": "numpy",
-                          "rule": "fixed_probability", "seed": 1, "v_uniform": [10, 20],
-                          "epsilon": 1000 / (n * 4 // 5)})
-            if ref and "error" not in ref:
-                ref_txt = f"{ref['run_s'] / sim_ms:21.4f} {ref['rate']:11.1f}"
-            else:
-                ref_txt = f"{'failed':>21}"
-        else:
-            ref_txt = f"{'not run':>21}"
-        print(f"{n:>11,} {sim_ms:7.1f} {wall:8.2f} {wall / sim_ms:9.4f} {events / wall:10.3g} "
-              f"{stats['rate']:8.1f} {rss:12.2f} | {ref_txt}", flush=True)
+    print(f"Brunel A, procedural fixed probability (1,000 E + 250 I inputs), {os.cpu_count()} cores; "
+          f"simulate(): LocalCluster 1 worker x {args.threads} threads, memory_limit {args.memory_limit}, "
+          f"1.6 ms exchange windows between chunks")
+    print(f"{'neurons':>11} {'sim ms':>7} | {'kernel s':>8} {'events/s':>9} {'rate Hz':>7} | {'chunks':>6} "
+          f"{'simulate s':>10} {'s/sim ms':>8} {'events/s':>9} {'rate Hz':>7} {'peak RSS GiB':>12} | "
+          f"{'Brian2 s/sim ms':>15} {'events/s':>9} {'rate Hz':>7}")
+    with LocalCluster(n_workers=1, threads_per_worker=args.threads, processes=False, dashboard_address=None,
+                      memory_limit=args.memory_limit) as cl, Client(cl) as client:
+        for n in [int(float(x)) for x in args.sizes.split(",")]:
+            sim_ms = max(args.min_ms, args.events_budget / (n * 1250 * 40e-3))
+            steps = int(round(sim_ms / 0.1))
+            wall_k, _, gid = _kernel_loop(_brunel_net(n), steps) if n <= args.kernel_max else (None, None, None)
+            kern = (f"{wall_k:8.2f} {_brunel_events(n, gid) / wall_k:9.3g} "
+                    f"{spike_stats(np.zeros(len(gid)), gid, {'all': [0, n]}, sim_ms, 0)['rate']:7.1f}"
+                    if wall_k is not None else f"{'-':>8} {'-':>9} {'-':>7}")
+            ref_txt = f"{'not run':>15} {'':>9} {'':>7}"
+            if n <= args.brian_max:
+                ref = brian2({"net": "brunel", "n": n, "duration_ms": sim_ms, "target": args.brian_target,
+                              "rule": "fixed_probability", "seed": 1, "v_uniform": [10, 20],
+                              "epsilon": 1000 / (n * 4 // 5)}, mem_gib=args.brian_mem_gib)
+                if ref and "error" not in ref:
+                    loop = ref.get("loop_s") or ref["run_s"]  # cpp_standalone: its simulation loop alone
+                    ev = ref["n_spikes"] * ref["n_synapses"] / n  # spikes x mean out-degree
+                    ref_txt = f"{loop / sim_ms:15.4f} {ev / loop:9.3g} {ref['rate']:7.1f}"
+                else:
+                    ref_txt = f"{'failed':>15} {'':>9} {'':>7}  {ref and ref.get('error')}"
+            for chunks in [int(c) for c in args.chunks.split(",")]:
+                wall_s, events, rate = _simulate_cores(client, n, sim_ms, chunks)
+                print(f"{n:>11,} {sim_ms:7.1f} | {kern} | {chunks:>6} {wall_s:10.2f} {wall_s / sim_ms:8.4f} "
+                      f"{events / wall_s:9.3g} {rate:7.1f} {_peak_rss():12.2f} | {ref_txt}", flush=True)
 
 
 def _peak_rss() -> float:
@@ -317,10 +361,16 @@ def main() -> None:
     c.add_argument("--repeat", type=int, default=3)
     c.add_argument("--brian-targets", default="numpy,cython,cpp_standalone")
     b = sub.add_parser("brunel")
-    b.add_argument("--sizes", default="12500,125000,1250000")
+    b.add_argument("--sizes", default="12500,125000,1250000,12500000")
     b.add_argument("--min-ms", type=float, default=5.0)
     b.add_argument("--events-budget", type=float, default=2e9, help="synaptic events to simulate per size")
-    b.add_argument("--brian-max", type=int, default=125000)
+    b.add_argument("--brian-max", type=int, default=1250000, help="largest size Brian2 is run on")
+    b.add_argument("--brian-target", default="cpp_standalone", help="Brian2 code generation target")
+    b.add_argument("--brian-mem-gib", type=float, default=8.0, help="Brian2's address-space cap (GiB)")
+    b.add_argument("--kernel-max", type=int, default=12500000, help="largest size the 1-thread kernel runs")
+    b.add_argument("--threads", type=int, default=2, help="worker threads of the LocalCluster")
+    b.add_argument("--chunks", default="1,2", help="neuron chunks simulate() splits the network in (a list)")
+    b.add_argument("--memory-limit", default="8GiB", help="the worker's memory limit")
     so = sub.add_parser("stream", help="Brunel A out-of-core on capped worker processes")
     so.add_argument("--n", type=int, default=20_000_000)
     so.add_argument("--chunk", type=int, default=1 << 19)

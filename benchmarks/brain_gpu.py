@@ -8,7 +8,9 @@ Scenarios (one command each; the network lives in one chunk on one GPU):
     simulated second on a Titan RTX). Goal: under 3 s per simulated second. Each ``--variants``
     entry is ``engine[:accumulate[:threads[:spikes_per_item[:flag...]]]]``, flags ``exact`` (no float32 skip
     filter), ``persistent`` / ``single`` (a persistent delivery grid / one delivery block per work item, for
-    every kind of projection; default: persistent for global atomics only).
+    every kind of projection; default: persistent for global atomics only), ``batchN`` (deliveries of at most
+    N steps per launch; ``batch1``: step by step; default: the smallest delay), ``prev`` (the kernels of
+    commit d668feb: step by step, ``__log2f`` in the skip filter).
 ``python benchmarks/brain_gpu.py series --sizes 1.25e4,1.25e5,1.25e6,1.25e7,1.25e8,1e9``
     Brunel A with 1,000 E + 250 I inputs per neuron. Goal at 1e9 neurons (1.25e12 synapses): under 15
     minutes per simulated second (NEST: 40 minutes for 1.73e9 neurons on the K computer).
@@ -85,6 +87,19 @@ def out_degree(plan: Any) -> np.ndarray:
 def simulate(plan: Any, block: int, warm_ms: float, sim_ms: float, window: int, opts: dict,
              state: tuple[Any, ...] | None = None) -> dict:
     """Run ``plan`` (one chunk) for ``warm_ms`` untimed and ``sim_ms`` timed; rates and events per window."""
+    from neurochunk.kernels import network_gpu
+
+    opts = dict(opts)
+    saved = network_gpu._MODULE
+    network_gpu._MODULE = _kernels(opts.pop("_prev", False))
+    try:
+        return _simulate(plan, block, warm_ms, sim_ms, window, opts, state)
+    finally:
+        network_gpu._MODULE = saved
+
+
+def _simulate(plan: Any, block: int, warm_ms: float, sim_ms: float, window: int, opts: dict,
+              state: tuple[Any, ...] | None) -> dict:
     import cupy as cp
     from neurochunk.kernels.network_gpu import run_window_gpu
 
@@ -130,9 +145,31 @@ def parse_variant(text: str) -> dict:
             opts["fast_skip"] = False
         elif flag in ("persistent", "single"):
             opts["persistent"] = flag == "persistent"
+        elif flag.startswith("batch") and flag[5:].isdigit():
+            opts["batch_steps"] = int(flag[5:])
+        elif flag == "prev":
+            opts["batch_steps"] = 1
+            opts["_prev"] = True
         else:
-            raise SystemExit(f"unknown variant flag {flag!r} (exact, persistent, single)")
+            raise SystemExit(f"unknown variant flag {flag!r} (exact, persistent, single, batchN, prev)")
     return opts
+
+
+_LOG2_NEW = 'asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(l) : "f"((float)hi));'
+_LOG2_PREV = "l = __log2f((float)hi);"
+
+
+def _kernels(prev: bool) -> Any:
+    """The compiled kernels of ``kernels.network_gpu``; ``prev``: with d668feb's ``__log2f`` skip filter."""
+    import cupy as cp
+    from neurochunk.kernels import network_gpu
+
+    if not prev:
+        return network_gpu._module()
+    if _LOG2_NEW not in network_gpu._SOURCE:
+        raise SystemExit("the skip filter's log2 line changed: update _LOG2_NEW")
+    source = network_gpu._SOURCE.replace(_LOG2_NEW, _LOG2_PREV)
+    return cp.RawModule(code=source, options=("--fmad=false", "-std=c++14"))
 
 
 def _free() -> None:
@@ -244,7 +281,9 @@ def check(args: argparse.Namespace) -> None:
     variants = [{"engine": "threads"}, {"engine": "blocks", "accumulate": "shared"},
                 {"engine": "blocks", "accumulate": "global"}, {"engine": "blocks", "threads": 128},
                 {"engine": "blocks", "fast_skip": False}, {"engine": "blocks", "persistent": True},
-                {"engine": "blocks", "accumulate": "global", "persistent": True}]
+                {"engine": "blocks", "accumulate": "global", "persistent": True},
+                {"engine": "blocks", "batch_steps": 1}, {"engine": "blocks", "threads": 128, "spikes_per_item": 512},
+                {"engine": "blocks", "accumulate": "global", "persistent": True, "batch_steps": 1}]
     for name, plan, steps in cases:
         first = init_state(plan)
         ref = None
@@ -280,7 +319,8 @@ def main() -> None:
     b.add_argument("--blocks", default="0", help="generator target blocks to compare (0: the network's default)")
     b.add_argument("--variants", default="blocks",
                    help="engine[:accumulate[:threads[:spikes_per_item[:flags]]]], ... flags: exact (no float32 "
-                        "skip filter), persistent / single (delivery grid)")
+                        "skip filter), persistent / single (delivery grid), batchN (deliveries of N steps per "
+                        "launch), prev (the kernels of d668feb, step by step)")
     b.add_argument("--warm-ms", type=float, default=50.0)
     b.add_argument("--sim-ms", type=float, default=200.0)
     s = sub.add_parser("series", help="Brunel A, 1,000 E + 250 I inputs per neuron, up to 1e9 neurons")

@@ -21,7 +21,8 @@ Two engines deliver a step's spikes:
   ``log2`` when that is provably the double formula's answer, else from the
   double ``log`` (so the synapses are the CPU's). The neuron update appends
   spikes to a device list, so a window runs without a host synchronisation
-  per step.
+  per step, and the deliveries of up to the smallest delay's steps go in one
+  launch after those steps' neuron updates (``batch_steps``).
 - ``"threads"``: the first version (one thread per spike, projection and
   target block; global atomics per synapse; a host synchronisation per step).
 
@@ -45,6 +46,7 @@ _SHARED_MAX = 48 * 1024  # bytes of shared accumulator a CUDA block may use with
 _MASK = (1 << 64) - 1
 _REC_MIN = 1 << 24  # spikes the window's list holds at least before the host looks at its length
 _SORT_ONCE = 1 << 26  # up to this many spikes a window's spikes are ordered by one sort of int64 keys
+_BATCH_MAX = 256  # most steps whose deliveries go in one launch
 
 _SOURCE = CUDA_SOURCE + r"""
 __device__ __forceinline__ bool neuron_update(
@@ -260,7 +262,9 @@ __device__ __forceinline__ int exact_skip(u64 z, double inv, int big) {
 __device__ __forceinline__ bool fast_skip(u64 z, float cf, float ecf, int* skip) {
     unsigned int hi = (unsigned int)(z >> 32);
     if (hi < (1u << 20)) return false;
-    float y = (__log2f((float)hi) - 32.0f) * cf;
+    float l;  // __log2f without its subnormal scaling (hi >= 2^20): the same MUFU.LG2, three instructions fewer
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(l) : "f"((float)hi));
+    float y = (l - 32.0f) * cf;
     float f = floorf(y);
     float e = ecf + 2.5e-7f * y;
     if (y - f > e && f + 1.0f - y > e) { *skip = (int)f; return true; }
@@ -295,36 +299,35 @@ extern "C" __global__ void skip_agreement(u64 key, long long n, double inv, unsi
     atomicAdd(out + 1, bad);
 }
 
-// The step's spikes of population P: rec[first .. first + n) (cnt: this step's counts, one per population).
-__device__ __forceinline__ long long spike_range(const int* cnt, int n_pops, int P, const unsigned long long* head,
-                                                 long long* n) {
-    long long total = 0, off = 0;
-    for (int q = 0; q < n_pops; ++q) {
-        long long m = cnt[q];
-        total += m;
-        if (q < P) off += m;
-    }
-    *n = cnt[P];
-    return (long long)(*head) - total + off;
+// The spikes of population P at step k of a batch of n_batch steps: rec[first .. first + n) (cnt: the batch's
+// counts, step-major, one per population; *head: the list's length after the batch).
+__device__ __forceinline__ long long spike_range(const int* cnt, int n_pops, int n_batch, int k, int P,
+                                                 const unsigned long long* head, long long* n) {
+    long long after = 0;
+    for (int q = k * n_pops + P; q < n_batch * n_pops; ++q) after += cnt[q];
+    *n = cnt[k * n_pops + P];
+    return (long long)(*head) - after;
 }
 
 // MODE 0: fixed probability, constant weight and delay, sums in shared memory, one flush per CUDA block.
 // MODE 1: the same straight into the ring buffer (global atomics).
 // MODE 2: fixed probability or all-to-all, any weight and delay kinds (global atomics).
-// Work item blockIdx.x = unit * cmax + slice; units[2 * unit] = projection, units[2 * unit + 1] = target block.
+// Work item = unit * cmax + slice of step s + k of the batch; units[2 * unit] = projection, units[2 * unit + 1] =
+// target block.
 template <int MODE>
 __device__ __forceinline__ void deliver_item(
-    unsigned item, const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey,
-    const int* pre_pop, const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block,
-    long long lo, long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s,
-    int allow_fast)
+    unsigned item, int k, int n_batch, const int* units, int cmax, const long long* pint, const double* pflt,
+    const u64* hkey, const int* pre_pop, const int* rec, const unsigned long long* head, const int* cnt, int n_pops,
+    long long block, long long lo, long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r,
+    long long s, int allow_fast)
 {
     extern __shared__ int acc[];
     int unit_i = (int)(item / (unsigned)cmax), c = (int)(item % (unsigned)cmax);
     int p = units[2 * unit_i];
     long long b = units[2 * unit_i + 1];
     long long n_pre;
-    long long first = spike_range(cnt, n_pops, pre_pop[p], head, &n_pre);
+    long long first = spike_range(cnt, n_pops, n_batch, k, pre_pop[p], head, &n_pre);
+    s += k;
     int x0 = (int)(n_pre * c / cmax), x1 = (int)(n_pre * (c + 1) / cmax);
     if (x0 >= x1) return;
     const long long* pi = pint + (long long)p * NI;
@@ -389,17 +392,18 @@ __device__ __forceinline__ void deliver_item(
 }
 
 // PERSIST false: one CUDA block per work item. True: a persistent grid, each CUDA block taking the next item
-// from the counter *work until all n_items are done (items in unit order, so the blocks at work share targets).
+// from the counter *work until the n_items of each of the n_batch steps are done (step by step, items in unit order,
+// so the blocks at work share targets). blockIdx.y (one CUDA block per item) or item / n_items: the batch's step.
 template <int MODE, bool PERSIST>
 __device__ __forceinline__ void deliver_units(
     const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop,
     const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo,
     long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast,
-    int* work, int n_items)
+    int* work, int n_items, int n_batch)
 {
     if (!PERSIST) {
-        deliver_item<MODE>(blockIdx.x, units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo, hi,
-                           ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+        deliver_item<MODE>(blockIdx.x, (int)blockIdx.y, n_batch, units, cmax, pint, pflt, hkey, pre_pop, rec, head,
+                           cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
         return;
     }
     __shared__ int s_item;
@@ -408,9 +412,9 @@ __device__ __forceinline__ void deliver_units(
         if (threadIdx.x == 0) s_item = atomicAdd(work, 1);
         __syncthreads();
         int item = s_item;
-        if (item >= n_items) return;
-        deliver_item<MODE>((unsigned)item, units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo,
-                           hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+        if (item >= n_items * n_batch) return;
+        deliver_item<MODE>((unsigned)(item % n_items), item / n_items, n_batch, units, cmax, pint, pflt, hkey, pre_pop,
+                           rec, head, cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
     }
 }
 
@@ -418,9 +422,9 @@ __device__ __forceinline__ void deliver_units(
     const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop, \
     const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, \
     long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast, \
-    int* work, int n_items
+    int* work, int n_items, int n_batch
 #define DELIVER_PASS units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo, hi, ring, n_slots, \
-    st_n, st_s, st_r, s, allow_fast, work, n_items
+    st_n, st_s, st_r, s, allow_fast, work, n_items, n_batch
 extern "C" __global__ void deliver_shared(DELIVER_ARGS) { deliver_units<0, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_global(DELIVER_ARGS) { deliver_units<1, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_general(DELIVER_ARGS) { deliver_units<2, false>(DELIVER_PASS); }
@@ -431,13 +435,13 @@ extern "C" __global__ void deliver_general_persistent(DELIVER_ARGS) { deliver_un
 extern "C" __global__ void deliver_one_to_one(
     int p, const long long* pint, const double* pflt, u64 seed, const int* pre_pop, const int* rec,
     const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, long long hi,
-    int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s)
+    int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int n_batch)
 {
     const long long* pi = pint + (long long)p * NI;
     const double* pf = pflt + (long long)p * NF;
     long long n_pre;
-    long long first = spike_range(cnt, n_pops, pre_pop[p], head, &n_pre);
-    int s_mod = (int)(s % n_slots);
+    long long first = spike_range(cnt, n_pops, n_batch, (int)blockIdx.y, pre_pop[p], head, &n_pre);
+    int s_mod = (int)((s + blockIdx.y) % n_slots);
     for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < n_pre; x += (long long)gridDim.x * blockDim.x) {
         long long pre = (long long)rec[first + x] + lo - pi[1];
         long long tt = pi[3] + pre;
@@ -508,7 +512,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
                    lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int,
                    block_major: bool = False, *, engine: str = "blocks", accumulate: str = "auto",
                    threads: int = 256, spikes_per_item: int | None = None, fast_skip: bool = True,
-                   persistent: bool | None = None) -> tuple[Any, Any]:
+                   persistent: bool | None = None, batch_steps: int | None = None) -> tuple[Any, Any]:
     """The GPU twin of ``kernels.neurons.run_window`` (procedural connectivity), in place on cupy arrays.
 
     ``ring`` is ``(neuron, slot, receptor)`` int32 in any memory layout (a transposed view of a slot-major
@@ -528,7 +532,8 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         target block in shared memory (``"shared"``), add each synapse to the ring buffer (``"global"``),
         or choose by block size and synapses per (spike, block) (``"auto"``).
     threads
-        CUDA threads per delivery block of the ``"blocks"`` engine.
+        CUDA threads per delivery block of the ``"blocks"`` engine (for shared sums, 128 with
+        ``spikes_per_item=512`` ran the balanced 1e6-neuron network 6% faster than the default on an H200).
     spikes_per_item
         Spikes of one population a delivery block takes per target block (default: ``2 * threads`` when
         summing in shared memory; otherwise enough delivery blocks per target block to fill the GPU about
@@ -542,6 +547,11 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         work item from a counter (no tail of unequal blocks, no block launches per item), instead of one
         delivery block per item. ``None``: persistent for the global-atomic kinds, not for shared sums
         (the faster of the two for each on an H200; benchmarks/results/brain_gpu.md).
+    batch_steps
+        ``"blocks"`` engine: advance the neurons up to this many steps, then deliver those steps' spikes in one
+        launch per kind of projection (one grid for all of them, no per-step tail). Never more than the
+        smallest delay, in steps, of the projections delivering here, so every input still arrives before the
+        step that reads it: the same spikes. ``None``: that smallest delay (at most 256); ``1``: step by step.
 
     Returns the window's spikes as cupy ``(steps, neuron ids)`` in (step, neuron) order.
     """
@@ -551,13 +561,15 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
     if threads not in (64, 128, 256, 512, 1024):
         raise ValueError(f"threads must be a power of two from 64 to 1024, got {threads}")
+    if batch_steps is not None and (not isinstance(batch_steps, (int, np.integer)) or batch_steps < 1):
+        raise ValueError(f"batch_steps must be None or a positive integer, got {batch_steps!r}")
     pint = np.ascontiguousarray(pint, np.int64)
     pflt = np.ascontiguousarray(pflt, np.float64)
     _check(tables, v, u, g, ring, lo, pint)
     if engine == "threads":
         return _run_threads(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, block_major)
     return _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
-                       spikes_per_item, fast_skip, persistent)
+                       spikes_per_item, fast_skip, persistent, batch_steps)
 
 
 def _segments(offsets: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -595,7 +607,7 @@ def _units(pint: np.ndarray, projs: list[int], block: int, lo: int, hi: int) -> 
 
 
 def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
-                spikes_per_item, fast_skip, persistent):
+                spikes_per_item, fast_skip, persistent, batch_steps):
     import cupy as cp
 
     offsets = tables[4]
@@ -642,6 +654,10 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
         kern = mod.get_function(name + "_persistent" if persist else name)
         launches.append((kern, cp.asarray(units), len(units), shared, per_item, persist))
     oto_k = mod.get_function("deliver_one_to_one")
+    # deliveries of a batch of steps land no earlier than the step after the batch (each delay >= the batch)
+    d_min = min([int(pflt[p, 4]) for name in groups for p in groups[name]] + [int(pflt[p, 4]) for p in one_to_one]
+                + [_BATCH_MAX])
+    batch = max(1, min(d_min, batch_steps or _BATCH_MAX))
     pint_d, pflt_d = cp.asarray(pint), cp.asarray(pflt)
     hkey = cp.asarray(np.array([conn_prefix(seed, int(pint[p, 8])) for p in range(pint.shape[0])] or [0], np.uint64))
     pre_pop_d = cp.asarray(pre_pop if len(pre_pop) else np.zeros(1, np.int32))
@@ -654,43 +670,48 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
     resident = cp.cuda.Device().attributes["MultiProcessorCount"] * (2048 // threads)
     known, since = 0, 0
     est = np.zeros(n_pops, np.int64)
-    for k in range(n_steps):
-        s = s0 + k
-        if known + (since + 1) * n > cap:  # rec might overflow this step: look at what it holds
-            known, since = int(head.get()[0]), 0
-            est = np.maximum(cnt[(k - 1) * n_pops:k * n_pops].get(), 1)
-            if known + n > cap:
-                cap = max(2 * cap, known + n + 1)
-                grown = cp.empty(cap, cp.int32)
-                grown[:known] = rec[:known]
-                rec = grown
-        slot = np.int32(s % n_slots)
-        for pop, i0, i1 in segs:
-            step_k(((i1 - i0 + _STEP_TILE - 1) // _STEP_TILE,), (256,), (
-                *pop_args[pop][:9], pop_args[pop][9], np.int64(lo), np.int32(i0), np.int32(i1), v, u, g, ref, ring,
-                st_n, st_s, st_r, np.int32(n_rec), slot, np.int64(s), rec, head, cnt, np.int32(k * n_pops + pop)))
-        since += 1
-        if k == 0:  # this step's counts size the delivery grids until the next look
-            est = np.maximum(cnt[:n_pops].get(), 1)
-        if not launches and not one_to_one:
-            continue
-        tail = (rec, head, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
-                np.int32(n_slots), st_n, st_s, st_r, np.int64(s))
-        for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
-            if per_item:
-                cmax = -(-int(est.max()) // per_item)
-            else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
-                cmax = min(max(2 * resident, -(-int(est.max()) // (16 * threads))), -(-int(est.max()) // (2 * threads)))
-            cmax = max(1, min(65535, (2**31 - 1) // n_units, cmax))
-            n_items = n_units * cmax
-            grid = min(n_items, resident) if persist else n_items
-            kern((grid,), (threads,), (units_d, np.int32(cmax), pint_d, pflt_d, hkey, pre_pop_d, *tail,
-                                       np.int32(fast_skip), work[k * len(launches) + gi:],
-                                       np.int32(n_items if persist else 0)), shared_mem=shared)
-        for p in one_to_one:
-            n_pre = int(pint[p, 2])
-            oto_k((max(1, min(1024, (n_pre + 255) // 256)),), (256,),
-                  (np.int32(p), pint_d, pflt_d, np.uint64(seed), pre_pop_d, *tail))
+    k = 0
+    while k < n_steps:  # a batch of nb steps: nb neuron updates, then one delivery launch per kind for all nb steps
+        nb = min(batch, n_steps - k)
+        for kk in range(k, k + nb):
+            if known + (since + 1) * n > cap:  # rec might overflow this step: look at what it holds
+                known, since = int(head.get()[0]), 0
+                est = np.maximum(cnt[(kk - 1) * n_pops:kk * n_pops].get(), 1)
+                if known + n > cap:
+                    cap = max(2 * cap, known + n + 1)
+                    grown = cp.empty(cap, cp.int32)
+                    grown[:known] = rec[:known]
+                    rec = grown
+            s = s0 + kk
+            slot = np.int32(s % n_slots)
+            for pop, i0, i1 in segs:
+                step_k(((i1 - i0 + _STEP_TILE - 1) // _STEP_TILE,), (256,), (
+                    *pop_args[pop][:9], pop_args[pop][9], np.int64(lo), np.int32(i0), np.int32(i1), v, u, g, ref,
+                    ring, st_n, st_s, st_r, np.int32(n_rec), slot, np.int64(s), rec, head, cnt,
+                    np.int32(kk * n_pops + pop)))
+            since += 1
+        if k == 0:  # the first batch's counts size the delivery grids until the next look
+            est = np.maximum(cnt[:nb * n_pops].get().reshape(nb, n_pops).max(axis=0), 1)
+        if launches or one_to_one:
+            tail = (rec, head, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
+                    np.int32(n_slots), st_n, st_s, st_r, np.int64(s0 + k))
+            for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
+                if per_item:
+                    cmax = -(-int(est.max()) // per_item)
+                else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
+                    cmax = min(max(2 * resident, -(-int(est.max()) // (16 * threads))),
+                               -(-int(est.max()) // (2 * threads)))
+                cmax = max(1, min(65535, (2**31 - 2**24) // (n_units * nb), cmax))
+                n_items = n_units * cmax
+                grid = (min(n_items * nb, resident),) if persist else (n_items, nb)
+                kern(grid, (threads,), (units_d, np.int32(cmax), pint_d, pflt_d, hkey, pre_pop_d, *tail,
+                                        np.int32(fast_skip), work[k * len(launches) + gi:], np.int32(n_items),
+                                        np.int32(nb)), shared_mem=shared)
+            for p in one_to_one:
+                n_pre = int(pint[p, 2])
+                oto_k((max(1, min(1024, (n_pre + 255) // 256)), nb), (256,),
+                      (np.int32(p), pint_d, pflt_d, np.uint64(seed), pre_pop_d, *tail, np.int32(nb)))
+        k += nb
     return _ordered(rec, int(head.get()[0]), cnt.get()[:n_steps * n_pops].reshape(n_steps, n_pops).sum(axis=1),
                     s0, n, lo)
 

@@ -60,16 +60,17 @@ def test_brunel_with_poisson_and_delays_identical() -> None:
     np.testing.assert_array_equal(ic, ig)
 
 
-def _random_network(model, receptors, seed, chunk=1000):
+def _random_network(model, receptors, seed, chunk=1000, d_min=0.0):
+    """Every kind of projection; delays from ``d_min`` ms (so ``d_min / dt + 1`` steps) up."""
     init = {"v": {"uniform": [-70.0, -50.0]}}
     params = {"RI_ext": 12.0} if model == "lif_cuba_exp" else {"I_ext": 10.0}
     pops = (Population("A", 700, model, params, init), Population("B", 300, model, params, init))
-    projs = (Projection("AB", "A", "B", receptors[0], {"normal": [2.0, 0.5]}, p=0.1, delay={"uniform": [0.0, 2.0]}),
+    projs = (Projection("AB", "A", "B", receptors[0], {"normal": [2.0, 0.5]}, p=0.1, delay={"uniform": [d_min, 2.0]}),
              Projection("BA", "B", "A", receptors[1], {"uniform": [-3.0, -1.0]}, p=0.2, delay=1.0),
-             Projection("AA", "A", "A", receptors[0], 0.5, rule="all_to_all"),
-             Projection("BB", "B", "B", receptors[1], -1.0, rule="one_to_one"),
-             Projection("AB2", "A", "B", receptors[1], 0.7, p=0.05, delay=0.3),
-             Projection("BA2", "B", "A", receptors[0], 0.2, p=0.3, delay=0.5))
+             Projection("AA", "A", "A", receptors[0], 0.5, rule="all_to_all", delay=d_min),
+             Projection("BB", "B", "B", receptors[1], -1.0, rule="one_to_one", delay=d_min),
+             Projection("AB2", "A", "B", receptors[1], 0.7, p=0.05, delay=max(d_min, 0.3)),
+             Projection("BA2", "B", "A", receptors[0], 0.2, p=0.3, delay=max(d_min, 0.5)))
     return Network(pops, projs, seed=seed, chunk=chunk, conn_block=128).plan()
 
 
@@ -96,12 +97,31 @@ def test_chunk_of_a_larger_network_identical(chunk, persistent) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("opts", [{}, {"accumulate": "global"}, {"persistent": True, "batch_steps": 2}])
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_batched_deliveries_identical(chunk, opts) -> None:
+    """Deliveries of several steps in one launch (delays of 4 to 21 steps), every kind of projection, a chunk
+    cutting target blocks: the CPU's spikes, v and ring."""
+    plan = _random_network("lif_cuba_exp", ("Ie", "Ii"), int(np.random.default_rng().integers(0, 2**31)), chunk=600,
+                           d_min=0.3)
+    assert plan.min_delay == 4
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 150, chunk=chunk, window=37, **opts)
+    assert len(sc) > 50
+    np.testing.assert_array_equal(sc, sg)
+    np.testing.assert_array_equal(ic, ig)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("opts", [{"accumulate": "shared"}, {"accumulate": "global"},
                                   {"accumulate": "shared", "threads": 128, "spikes_per_item": 16},
                                   {"accumulate": "global", "threads": 64, "spikes_per_item": 8},
                                   {"accumulate": "shared", "persistent": True, "spikes_per_item": 32},
                                   {"accumulate": "global", "persistent": True, "threads": 128, "spikes_per_item": 16},
-                                  {"fast_skip": False}])
+                                  {"fast_skip": False}, {"batch_steps": 1}, {"batch_steps": 5},
+                                  {"accumulate": "global", "persistent": True, "batch_steps": 1},
+                                  {"accumulate": "global", "persistent": True, "batch_steps": 7},
+                                  {"threads": 128, "spikes_per_item": 512}])
 def test_blocks_engine_options_identical(opts) -> None:
     plan = brunel_network(5000, rule="fixed_probability", seed=6, v_init={"uniform": [10.0, 20.0]}).plan()
     (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 200, window=64, **opts)
@@ -129,7 +149,7 @@ def test_bad_options_refused() -> None:
     plan = coba_network(seed=1).plan()
     gpu = to_device(_init_chunk(plan, 0))
     for opts, what in (({"engine": "fast"}, "engine"), ({"accumulate": "l2"}, "accumulate"),
-                       ({"threads": 100}, "threads")):
+                       ({"threads": 100}, "threads"), ({"batch_steps": 0}, "batch_steps")):
         with pytest.raises(ValueError, match=what):
             run_window_gpu(plan.pop_tables, *gpu, 0, 1, 0, plan.seed, plan.pint, plan.pflt, 1024, **opts)
 

@@ -7,6 +7,9 @@ Scenarios (one command each; each prints its rows as they finish and a table at 
 ``python benchmarks/brain_multigpu.py strong --n 1000000000 --gpus 1,2,4``
     Strong scaling: one network on G GPUs, one chunk per GPU; efficiency = T(1) / (G x T(G)).
 
+``--exchange direct`` lets every chunk's window task read every chunk's spikes itself instead of one
+gathered array (see ``pipeline.simulation.SpikingStep``).
+
 The network is ``benchmarks/brain.py gpu``'s: 1,000 E + 250 I inputs per neuron (procedural fixed
 probability), Poisson drive, delay 1.5 ms (exchange window 16 steps), v uniform in [10, 20] mV at the
 start. Each configuration starts its own LocalCUDACluster on the first G GPUs (dask-cuda spilling off:
@@ -55,7 +58,7 @@ def _busy(task_stream: list[dict], wall: float) -> float:
     return max(per_worker.values(), default=0.0) / wall
 
 
-def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int) -> dict:
+def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "gather") -> dict:
     from distributed import get_task_stream, wait
 
     from neurochunk.pipeline.network import brunel_network
@@ -73,7 +76,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int) -
         state = initial_state(plan, "gpu", client)
         wait(list(state.arrays.values()))
         init_s = time.perf_counter() - t0
-        runner = Runner(SpikingStep(plan, batch_steps=steps, backend="gpu"), state, client=client, progress=False)
+        runner = Runner(SpikingStep(plan, batch_steps=steps, backend="gpu", exchange=exchange), state, client=client, progress=False)
         runner.run(warm_steps)
         with get_task_stream(client) as ts:
             t1 = time.perf_counter()
@@ -87,7 +90,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int) -
         client.close()
         cluster.close()
     spikes = len(gids)
-    row = {"mode": mode, "gpus": n_gpus, "neurons": n, "per_gpu": n // n_gpus, "chunks": len(plan.chunks),
+    row = {"mode": mode, "exchange": exchange, "gpus": n_gpus, "neurons": n, "per_gpu": n // n_gpus, "chunks": len(plan.chunks),
            "window_steps": plan.window or steps, "sim_ms": steps * plan.dt, "wall_s": wall,
            "compute_s": report.compute_s, "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
            "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),
@@ -100,7 +103,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int) -
 
 def _table(rows: list[dict], mode: str) -> None:
     base = next((r for r in rows if r["gpus"] == 1), None)
-    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron)")
+    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[0]['exchange'] if rows else ''})")
     print(f"{'GPUs':>4} {'neurons':>14} {'per GPU':>13} {'sim ms':>6} {'wall s':>8} {'s/sim s':>9} {'events/s':>9} "
           f"{'rate Hz':>7} {'GPU busy':>8} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
     for r in rows:
@@ -126,6 +129,8 @@ def main() -> None:
         q.add_argument("--gpus", default="1,2,4", help="GPU counts to run (each at most the GPUs present)")
         q.add_argument("--sim-ms", type=float, default=3.2, help="simulated ms of the timed batch")
         q.add_argument("--warm-steps", type=int, default=2)
+        q.add_argument("--exchange", default="gather", choices=("gather", "direct"),
+                       help="spikes gathered by one task per window, or read by every chunk from every chunk")
         q.add_argument("--out", default=None, help="append the rows as JSON lines to this file")
     args = p.parse_args()
     import cupy
@@ -140,7 +145,7 @@ def main() -> None:
             continue
         n = int(args.per_gpu * g) if args.mode == "weak" else int(args.n)
         try:
-            row = run_config(args.mode, n, g, args.sim_ms, args.warm_steps)
+            row = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange)
         except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
             print(f"FAILED {args.mode} {g} GPUs {n:,} neurons: {type(exc).__name__}: {exc}", flush=True)
             continue

@@ -293,14 +293,22 @@ class SpikingStep(Step):
     backend
         ``"cpu"`` (numba kernels) or ``"gpu"`` (cupy twins; each chunk's state stays on its worker's GPU;
         procedural fixed-probability, all-to-all and one-to-one projections only).
+    exchange
+        ``"gather"``: a window's spikes are gathered into one array that every chunk's next task reads
+        (O(chunks) graph edges per window). ``"direct"`` (backend ``gpu``): each chunk's next task reads
+        every chunk's spikes itself (chunks x chunks edges; no gathering worker that sends the whole
+        window to every other, for a few chunks, one per GPU of a host).
     """
 
     def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000,
-                 sample: tuple[Any, int] | None = None, backend: str = "cpu") -> None:
+                 sample: tuple[Any, int] | None = None, backend: str = "cpu", exchange: str = "gather") -> None:
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
         self.fns = chunk_functions(backend)
         check_backend(plan, self.fns.name)
+        if exchange not in ("gather", "direct") or (exchange == "direct" and self.fns.name != "gpu"):
+            raise ValueError(f"exchange must be 'gather' (or 'direct' on backend 'gpu'), got {exchange!r}")
+        self.exchange = exchange
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
         self._args = [self.fns.args(plan, c, _chunk_args(plan, c)) for c in range(len(plan.chunks))]
         self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)
@@ -334,8 +342,12 @@ class SpikingStep(Step):
             res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c]) for c in range(n_chunks)]
             res = [tuple(r) for r in res]
             blocks = [r[:5] for r in res]
-            incoming = dask.delayed(self.fns.exchange or _gather)(*[r[5] for r in res])
-            windows.append(incoming)
+            if self.exchange == "direct":
+                incoming = [r[5] for r in res]
+                windows += incoming
+            else:
+                incoming = dask.delayed(self.fns.exchange or _gather)(*[r[5] for r in res])
+                windows.append(incoming)
             sampled += [r[5] for r in res]
         if n_chunks > 1:
             deliver = dask.delayed(self.fns.deliver)

@@ -94,12 +94,17 @@ def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0:
     return run_window_gpu(tables, v, uu, gg, ref, ring, s0, n_steps, lo, seed, pint, pflt, block)
 
 
-def _incoming(args: tuple[Any, ...], ring: Any, incoming: tuple[np.ndarray, np.ndarray]) -> None:
+def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
+    """Deliver the other chunks' spikes: one gathered ``(steps, gids)`` or a list of every chunk's part."""
     from neurochunk.kernels.delivery_gpu import deliver_gpu
 
     _, lo, seed, pint, pflt, block = args[:6]
     hi = lo + ring.shape[0]
-    deliver_gpu(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+    direct = isinstance(incoming, list)
+    for steps, gids, *_ in incoming if direct else [incoming]:
+        own = direct and len(gids) and lo <= int(gids[0]) < hi  # a chunk's part holds its own neurons only
+        if len(gids) and not own:
+            deliver_gpu(steps, gids, lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
 
 
 def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,13 +114,13 @@ def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -
 
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
-                incoming: tuple[np.ndarray, np.ndarray] | None, s0: int, n_steps: int,
+                incoming: Any, s0: int, n_steps: int,
                 sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
     """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU)."""
     cp = _cp()
     n_total = int(args[0][4][-1])
     v, u, g, ref, ring = _device(args, v, u, g, ref, ring)
-    if incoming is not None and len(incoming[0]):
+    if incoming is not None:
         _incoming(args, ring, incoming)
     if sample is None or len(sample[0]) == 0:
         steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
@@ -138,14 +143,12 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
     return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), samples)
 
 
-def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any,
-                 incoming: tuple[np.ndarray, np.ndarray]) -> Any:
+def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any, incoming: Any) -> Any:
     """The last window's spikes of the other chunks into the ring buffer (the end of a batch)."""
     cp = _cp()
     if not isinstance(ring, cp.ndarray):
         raise TypeError("deliver_task expects the chunk's ring buffer on the GPU")
-    if len(incoming[0]):
-        _incoming(args, ring, incoming)
+    _incoming(args, ring, incoming)
     cp.cuda.get_current_stream().synchronize()  # the batch's time then includes its last kernels
     return ring
 

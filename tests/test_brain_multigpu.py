@@ -25,6 +25,8 @@ def test_backend_is_named_and_checked() -> None:
     out = Network(pops, (Projection("AA", "A", "A", "v", 0.1, rule="fixed_outdegree", k=5),)).plan()
     with pytest.raises(ValueError, match="projection 'AA': backend 'gpu'.*'fixed_outdegree' runs on backend 'cpu'"):
         SpikingStep(out, backend="gpu")
+    with pytest.raises(ValueError, match="exchange must be 'gather' \\(or 'direct' on backend 'gpu'\\)"):
+        SpikingStep(coba_network(400).plan(), exchange="direct")
     with pytest.raises(ValueError, match="out-of-core.*backend 'cpu' only"):
         simulate(coba_network(400), 1.0, spikes_url="memory://x", stream_state_url="memory://s", backend="gpu")
 
@@ -148,9 +150,29 @@ def test_gpu_run_resumed_from_its_checkpoint_gives_the_uninterrupted_spikes(tmp_
 
 @pytest.mark.gpu
 def test_gpu_chunks_are_spread_over_the_workers(gpu_client) -> None:
+    from distributed import wait
+
     n_workers = len(gpu_client.scheduler_info()["workers"])
     plan = brunel_network(4000, rule="fixed_probability", chunk=1000).plan()
     state = initial_state(plan, "gpu", gpu_client)
+    wait(list(state.arrays.values()))
     owners = [w for _, (w,) in sorted(gpu_client.who_has(state["v"]).items(), key=lambda kv: kv[0][1])]
     assert len(set(owners)) == min(n_workers, 4)
     assert owners == sorted(owners, key=owners.index)  # neighbouring chunks share a worker
+
+
+@pytest.mark.gpu
+def test_direct_exchange_gives_the_gathered_exchange_spikes(gpu_client) -> None:
+    from neurochunk.pipeline.runner import Runner
+
+    plan = brunel_network(5000, rule="fixed_probability", seed=7, chunk=1250, v_init={"uniform": [10.0, 20.0]}).plan()
+    spikes = {}
+    for backend, exchange in (("cpu", "gather"), ("gpu", "gather"), ("gpu", "direct")):
+        step = SpikingStep(plan, batch_steps=80, backend=backend, exchange=exchange)
+        runner = Runner(step, initial_state(plan, backend, gpu_client), client=gpu_client, progress=False)
+        runner.run(160)
+        spikes[exchange, backend] = [np.concatenate([r.outputs["spikes"][k] for r in runner.reports]) for k in (0, 1)]
+    assert len(spikes["gather", "cpu"][0]) > 1000
+    for key in (("gather", "gpu"), ("direct", "gpu")):
+        for k in (0, 1):
+            np.testing.assert_array_equal(spikes["gather", "cpu"][k], spikes[key][k], err_msg=str(key))

@@ -273,8 +273,10 @@ def _reinforce(ids: np.ndarray, starts: np.ndarray, meta: np.ndarray, base: np.n
             continue
         a = starts[bq]
         rpos[r] = a
-        rend[r] = starts[bq + 1]
-        _prefetch(ids, a)
+        e = starts[bq + 1]
+        rend[r] = e
+        for c in range(a, e, 2):  # every line of the bucket's records (two 32-byte records a line)
+            _prefetch(ids, c)
     for r in range(nd):
         a = rpos[r]
         if a < 0:
@@ -597,7 +599,9 @@ class ScaledPartition:
         self.id, self.count, self.last_step = ids, count, last_step
         n = len(ids)
         # one 32-byte record a memory (id, base, last step, count | bucket): a reinforcement touches one cache line
-        self.rec = np.zeros((n, 4), np.uint64)
+        raw = np.zeros(4 * n + 8, np.uint64)
+        skip = (-raw.ctypes.data % 64) // 8  # records on cache-line boundaries: none straddles two lines
+        self.rec = raw[skip : skip + 4 * n].reshape(n, 4)
         self.rec[:, 0] = ids
         self.base = self.rec.view(np.float64)[:, 1]
         self.base[:] = strength

@@ -613,7 +613,7 @@ class ScaledPartition:
         self.k, self.bins, self.window = k, bins, window
         self.size = k + (slack if slack is not None else max(128, 8 * k))
         self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)  # np.histogram's float32 edges
-        starts, self.meta = build_index(ids)
+        starts, self.meta = build_index(ids, per_bucket=1)  # ~1 id a bucket: a short search after the prefetch
         self.starts = starts.astype(np.int32) if len(ids) < 2**31 else starts  # half the cache footprint
         n = len(ids)
         self.stamp = np.empty(2, np.int64)  # position -> slot hash table of the reinforcement kernel

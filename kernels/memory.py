@@ -417,17 +417,17 @@ def _keyed_part(seed: np.uint64, step: np.uint64, n_pool: np.uint64, n_draws: in
     base = _mix(_mix(seed) + step)
     ids = np.empty(n_draws, np.uint64)
     deltas = np.empty(n_draws, np.float32)
+    pow2 = (n_partitions & (n_partitions - np.uint64(1))) == 0  # a mask instead of a division
+    mask = n_partitions - np.uint64(1)
     m = 0
-    for r in range(n_draws):
+    for r in range(n_draws):  # written unconditionally, kept by advancing m: no branch on the hash
         q = _mix((_mix(base + np.uint64(r) * _GOLDEN) % n_pool) + offset + _GOLDEN)
-        if q == EMPTY_ID:
-            q = np.uint64(0)
-        if _mix(q + _GOLDEN) % n_partitions != part:
-            continue
+        q = np.uint64(0) if q == EMPTY_ID else q
         u = np.float64(_mix(base + np.uint64(r + n_draws) * _GOLDEN) >> np.uint64(11)) * 2.0**-53
         ids[m] = q
         deltas[m] = np.float32(lo + span * u)
-        m += 1
+        h = _mix(q + _GOLDEN)
+        m += np.int64((h & mask if pow2 else h % n_partitions) == part)
     return ids[:m], deltas[:m]
 
 

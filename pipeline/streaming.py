@@ -10,11 +10,13 @@ in-memory path, writes the chunk (chunk-aligned) to the other buffer and
 returns only its spikes. The driver records the window's spikes, then flips the
 ``current`` attribute: a failure at any point leaves the current buffer whole,
 and the spikes not yet delivered into it are the tail of the spikes dataset.
-Tasks read those spikes from the spikes dataset themselves, in pieces of at
+A window's spikes up to ``broadcast_bytes`` are sent to every worker once;
+larger ones the tasks read from the spikes dataset themselves, in pieces of at
 most ``spike_piece`` spikes delivered one after another (integer ring-buffer
 additions, so the order does not matter), so no worker ever holds a whole
 window's spikes: peak memory is about three chunk states per worker thread
-(read, working copy, written) plus one piece, whatever the network's size.
+(read, working copy, written) plus one piece or ``broadcast_bytes``, whatever
+the network's size.
 """
 
 from __future__ import annotations
@@ -104,13 +106,14 @@ def _deliver_pending(plan: Plan, c: int, conn: tuple[np.ndarray, ...], ring: np.
 
 
 def _stream_task(url: str, plan: Plan, c: int, src: str, dst: str, conn: tuple[np.ndarray, ...],
-                 spikes_url: str, pending: tuple[int, int], piece: int, s0: int, n_steps: int
+                 spikes_url: str, pending: tuple[int, int], piece: int,
+                 incoming: tuple[np.ndarray, np.ndarray] | None, s0: int, n_steps: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     ds = _open(url)
     lo, hi = plan.chunks[c]
     state = [np.asarray(ds[f"{name}_{src}"][lo:hi]) for name in STREAM_VARS]
     state[4] = _deliver_pending(plan, c, conn, state[4], spikes_url, pending, piece)
-    out = _window_task(_chunk_args(plan, c), conn, *state, None, s0, n_steps)
+    out = _window_task(_chunk_args(plan, c), conn, *state, incoming, s0, n_steps)
     del state
     for name, arr in zip(STREAM_VARS, out[:5], strict=True):
         ds[f"{name}_{dst}"][lo:hi] = arr
@@ -125,16 +128,17 @@ def _compute(tasks: list[Any], client: Any) -> list[Any]:
 
 def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_url: str, client: Any = None,
                        resume: bool = False, loaders: list[Any] | None = None, codec: str | None = "lz4",
-                       progress: bool = True, on_window: Any = None, spike_piece: int = 1 << 20
-                       ) -> dict[str, Any]:
+                       progress: bool = True, on_window: Any = None, spike_piece: int = 1 << 20,
+                       broadcast_bytes: int = 1 << 26) -> dict[str, Any]:
     """Run ``net`` out-of-core until ``duration_ms``, state streamed through ``state_url`` every window.
 
     Gives the spikes of :func:`pipeline.recording.simulate` on the same network (any chunking).
     With ``resume`` it continues from the last completed window of ``state_url`` (after a
     failure, or to run longer), forgetting spikes recorded after it.
     ``on_window(step, n_spikes)`` is called after each window is recorded and made current.
-    Each task reads the previous window's spikes from ``spikes_url`` in pieces of at most
-    ``spike_piece`` spikes (16 bytes each).
+    The previous window's spikes (16 bytes each) go to every worker once when they take at most
+    ``broadcast_bytes``; otherwise each task reads them from ``spikes_url`` in pieces of at most
+    ``spike_piece`` spikes.
 
     Returns
     -------
@@ -169,6 +173,7 @@ def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_u
         recorder.truncate(int(ds.attrs["pending"][1]), int(ds.attrs["step"]))
     step, cur = int(ds.attrs["step"]), str(ds.attrs["current"])
     pending = tuple(int(x) for x in ds.attrs["pending"])
+    incoming: tuple[np.ndarray, np.ndarray] | None = None  # spikes of a resumed run's last window: read back
     width = plan.min_delay
     conns = [chunk_connectivity(plan, loaders, c) if loaders is not None else EMPTY_CONN
              for c in range(len(plan.chunks))]
@@ -182,14 +187,19 @@ def simulate_streaming(net: Any, duration_ms: float, *, state_url: str, spikes_u
         t0 = time.perf_counter()
         k = min(width, total - step)
         nxt = "b" if cur == "a" else "a"
-        tasks = [dask.delayed(_stream_task, pure=False)(state_url, plan, c, cur, nxt, conns[c], spikes_url, pending,
-                                                        int(spike_piece), step, k)
+        inc, read = None, pending
+        if incoming is not None and 16 * len(incoming[0]) <= broadcast_bytes:
+            inc = (client.scatter(incoming, broadcast=True) if client is not None
+                   else dask.delayed(incoming, traverse=False))
+            read = (0, 0)
+        tasks = [dask.delayed(_stream_task, pure=False)(state_url, plan, c, cur, nxt, conns[c], spikes_url, read,
+                                                        int(spike_piece), inc, step, k)
                  for c in range(len(plan.chunks))]
         steps, gids = _gather(*_compute(tasks, client))
         before = recorder.n_spikes
         recorder.append(steps, gids, step + k)
         step += k
-        pending = (before, recorder.n_spikes)
+        pending, incoming = (before, recorder.n_spikes), (steps, gids)
         ds.update_attrs(current=nxt, step=step, pending=list(pending))
         cur = nxt
         walls.append(time.perf_counter() - t0)

@@ -22,7 +22,7 @@ def test_streamed_spikes_identical_to_in_memory_and_survive_a_failure(tmp_path) 
     assert len(t_mem) > 3000  # three chunks exchanging spikes every 1.6 ms
 
     out = simulate_streaming(net, 30, state_url=str(tmp_path / "st.zarr"), spikes_url=str(tmp_path / "s.zarr"),
-                             progress=False, spike_piece=97)  # many pieces per window
+                             progress=False, spike_piece=97, broadcast_bytes=0)  # spikes read back, in pieces
     assert out["steps"] == 300 and len(out["windows"]) == 19
     t, i, _ = read_spikes(str(tmp_path / "s.zarr"))
     np.testing.assert_array_equal(t, t_mem)

@@ -279,7 +279,8 @@ def boundary_pairs(a_lab: np.ndarray, a_val: np.ndarray, b_lab: np.ndarray, b_va
     pairs = _pairs(a_lab, a_val, b_lab, b_val, fixed, _order(connectivity), binary)
     if len(pairs) == 0:
         return pairs
-    return np.unique(pairs, axis=0)
+    key = np.unique((pairs[:, 0] << 32) | pairs[:, 1])  # labels < 2**32: one sortable key per pair
+    return np.stack([key >> 32, key & 0xFFFFFFFF], axis=1)
 
 
 def plane_pairs(a_lab: Any, a_val: Any, b_lab: Any, b_val: Any, connectivity: int = 26,

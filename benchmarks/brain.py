@@ -47,7 +47,7 @@ def brian2(cfg: dict, mem_gib: float | None = None) -> dict | None:
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
 
     proc = subprocess.run([str(BRIAN2), str(ROOT / "benchmarks" / "brian2_ref.py"), json.dumps(cfg)],
-                          capture_output=True, text=True, preexec_fn=cap)
+                          capture_output=True, text=True, preexec_fn=cap, check=False)
     if proc.returncode:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
         return {"error": tail[:120]}
@@ -170,7 +170,7 @@ def brunel(args: argparse.Namespace) -> None:
                       memory_limit=args.memory_limit) as cl, Client(cl) as client:
         for n in [int(float(x)) for x in args.sizes.split(",")]:
             sim_ms = max(args.min_ms, args.events_budget / (n * 1250 * 40e-3))
-            steps = int(round(sim_ms / 0.1))
+            steps = round(sim_ms / 0.1)
             wall_k, _, gid = _kernel_loop(_brunel_net(n), steps) if n <= args.kernel_max else (None, None, None)
             kern = (f"{wall_k:8.2f} {_brunel_events(n, gid) / wall_k:9.3g} "
                     f"{spike_stats(np.zeros(len(gid)), gid, {'all': [0, n]}, sim_ms, 0)['rate']:7.1f}"

@@ -22,7 +22,15 @@ import math
 import numba
 import numpy as np
 
-from .rng import GOLDEN, STREAM_CONN, STREAM_INDEGREE, mix64, normal, stream_key, uniform
+from .rng import (
+    GOLDEN,
+    STREAM_CONN,
+    STREAM_INDEGREE,
+    mix64,
+    normal,
+    stream_key,
+    uniform,
+)
 
 __all__ = ["RULES", "deliver_many", "materialize", "I_RULE", "F_P"]
 

@@ -214,7 +214,8 @@ def stream(args: argparse.Namespace) -> None:
                       dashboard_address=None) as cl, Client(cl) as client:
         t0 = time.perf_counter()
         out = simulate_streaming(net, args.sim_ms, state_url=f"{d}/state.zarr", spikes_url=f"{d}/spikes.zarr",
-                                 client=client, progress=True, codec=args.codec)
+                                 client=client, progress=True, codec=args.codec,
+                                 broadcast_bytes=args.broadcast_bytes)
         wall = time.perf_counter() - t0
         rss = client.run(_peak_rss)
     t, gid, _ = read_spikes(f"{d}/spikes.zarr")
@@ -228,7 +229,8 @@ def stream(args: argparse.Namespace) -> None:
     disk = sum(f.stat().st_size for f in Path(f"{d}/state.zarr").rglob("*") if f.is_file()) / 2**30
     print(f"Brunel A out-of-core, {n:,} neurons in {len(plan.chunks)} chunks of {args.chunk:,}; "
           f"{args.workers} workers x {args.memory_limit}, 1 thread each ({os.cpu_count()} cores)")
-    print(f"state in memory would be {state_gib:.2f} GiB (x2 buffers on disk: {disk:.2f} GiB, {args.codec})")
+    print(f"state in memory would be {state_gib:.2f} GiB (x2 buffers on disk: {disk:.2f} GiB, {args.codec}); "
+          f"spikes broadcast up to {args.broadcast_bytes / 2**20:.0f} MiB a window, read back in pieces above")
     print(f"window seconds: {' '.join(f'{w:.1f}' for w in windows)}")
     print(f"{'sim ms':>7} {'windows':>7} {'wall s':>8} {'s/sim ms':>9} {'s/window':>9} {'events/s':>10} "
           f"{'rate Hz':>8} {'worker peak RSS GiB':>20} {'driver peak RSS GiB':>20}")
@@ -378,6 +380,8 @@ def main() -> None:
     so.add_argument("--workers", type=int, default=2)
     so.add_argument("--memory-limit", default="1GiB")
     so.add_argument("--codec", default="lz4", help="codec preset of the streamed state (stores.codecs)")
+    so.add_argument("--broadcast-bytes", type=int, default=1 << 26,
+                    help="a window's spikes up to this many bytes go to each worker once; larger ones are read back")
     so.add_argument("--dir", default=None, help="where the state and spikes datasets go (default: a temp dir)")
     gp = sub.add_parser("gpu", help="Brunel A on one GPU (cupy twins), procedural")
     gp.add_argument("--sizes", default="12500,125000,1250000,12500000,125000000")

@@ -4,8 +4,9 @@ The graph is the CPU's (``pipeline.simulation``); only the per-chunk functions d
 task delivers the other chunks' spikes of the last window into the chunk's ring buffer
 (``kernels.delivery_gpu``), advances the chunk with ``kernels.network_gpu.run_window_gpu`` and
 returns the chunk's arrays and its spikes, copied to the host (the only data that crosses chunks).
-The arrays are advanced in place: a window's inputs are read by that window's task alone, and
-copying a GPU's whole state every window would halve the network it holds.
+The arrays are advanced in place: a window's inputs are read by that window's task alone (the Runner
+submits a batch's state and outputs as one graph, so no task runs twice), and copying a GPU's whole
+state every window would halve the network it holds.
 
 Layout on the device: the ring buffer is slot-major in memory behind its ``(neuron, slot,
 receptor)`` shape (the neuron update reads it coalesced) and holds one receptor when no input
@@ -26,8 +27,8 @@ from .network import Plan
 __all__ = ["chunk_args", "init_chunk", "window_task", "deliver_task", "host_block", "ring_receptors",
            "BLOCK_MAJOR_FROM"]
 
-# chunks of at least this many neurons order delivery threads by target block (their ring rows do not
-# fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons); smaller chunks by spike
+# chunks of at least this many neurons order the cross-chunk delivery threads by target block (their ring
+# rows do not fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons); smaller chunks by spike
 BLOCK_MAJOR_FROM = 1 << 23
 _USES_U, _USES_G = {3}, {0, 1}  # izhikevich; lif_coba and lif_cuba_exp
 

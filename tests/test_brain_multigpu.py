@@ -48,6 +48,15 @@ def test_workflow_refuses_gpu_out_of_core(tmp_path) -> None:
         prepare(path)
 
 
+def test_gpu_config_validates() -> None:
+    from pathlib import Path
+
+    from neurochunk.workflows.run import prepare
+
+    cfg, _ = prepare(Path(__file__).resolve().parents[1] / "workflows" / "configs" / "brain-brunel-gpu.yaml")
+    assert cfg["params"]["backend"] == "gpu" and cfg["cluster"]["gpu"] is True
+
+
 def _gpus() -> int:
     try:
         import cupy

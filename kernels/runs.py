@@ -150,6 +150,31 @@ def _paint(start: np.ndarray, stop: np.ndarray, row: np.ndarray, ids: np.ndarray
 
 
 @numba.njit(nogil=True, cache=True)
+def _paint_rows(start: np.ndarray, stop: np.ndarray, row: np.ndarray, ids: np.ndarray, rows: np.ndarray,
+                out: np.ndarray) -> None:
+    for i in range(rows.shape[0]):
+        q = rows[i]
+        out[i, :] = 0
+        for r in range(row[q], row[q + 1]):
+            out[i, start[r]:stop[r]] = ids[r]
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_ends(start: np.ndarray, stop: np.ndarray, row: np.ndarray, ids: np.ndarray, nx: int, last: bool,
+              out: np.ndarray) -> None:
+    for q in range(row.shape[0] - 1):
+        out[q] = 0
+        if row[q] == row[q + 1]:
+            continue
+        if last:
+            r = row[q + 1] - 1
+            if stop[r] == nx:
+                out[q] = ids[r]
+        elif start[row[q]] == 0:
+            out[q] = ids[row[q]]
+
+
+@numba.njit(nogil=True, cache=True)
 def _run_ids(labels: np.ndarray, start: np.ndarray, row: np.ndarray) -> np.ndarray:
     nx = labels.shape[2]
     flat = labels.reshape(-1)
@@ -186,6 +211,23 @@ class Runs:
         out = np.empty(self.shape, dtype=lut.dtype)
         _paint(self.start, self.stop, self.row, self.ids, np.ascontiguousarray(lut), out)
         return out
+
+
+    def face(self, axis: int, side: int) -> np.ndarray:
+        """The labels of one boundary face (``side`` 0: first, 1: last along ``axis``), one voxel thick."""
+        nz, ny, nx = self.shape
+        if axis == 2:
+            out = np.empty(nz * ny, dtype=np.uint32)
+            _row_ends(self.start, self.stop, self.row, self.ids, nx, bool(side), out)
+            return out.reshape(nz, ny, 1)
+        if axis == 0:
+            z = nz - 1 if side else 0
+            rows = np.arange(z * ny, (z + 1) * ny, dtype=np.int64)
+        else:
+            rows = np.arange(nz, dtype=np.int64) * ny + (ny - 1 if side else 0)
+        out = np.empty((len(rows), nx), dtype=np.uint32)
+        _paint_rows(self.start, self.stop, self.row, self.ids, rows, out)
+        return out.reshape((1, ny, nx) if axis == 0 else (nz, 1, nx))
 
 
 def _shape3(a: np.ndarray) -> tuple[int, int, int]:

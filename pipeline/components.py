@@ -29,7 +29,7 @@ import dask
 import numba
 import numpy as np
 
-from neurochunk.kernels.runs import encode_runs, label_runs
+from neurochunk.kernels.runs import Runs, encode_runs, label_runs
 from neurochunk.kernels.volume import boundary_pairs, forward_deltas, label_chunk, relabel
 from neurochunk.stores import Dataset
 from neurochunk.stores.ome import create_volume, level_array, open_volume, written_chunks
@@ -113,18 +113,18 @@ def _read(src: Any, box: Box) -> np.ndarray:
 
 
 def _label_keep(values: np.ndarray, connectivity: int, binary: bool, method: str, cache: str | None,
-                block: int) -> tuple[np.ndarray, int]:
-    """Label a block; offer its runs to the run cache when one is open."""
-    if cache is None:
-        return label_chunk(values, connectivity, binary, method)
+                block: int) -> tuple[Any, int]:
+    """Label a block (labels, or :class:`Runs` from the numba labeller); offer its runs to an open run cache."""
     if method == "numba":
         flat = (values != 0).view(np.uint8) if (binary or values.dtype == np.bool_) else values
-        runs = label_runs(np.ascontiguousarray(flat), connectivity)
-        labels, n = runs.paint(), runs.n
+        labels: Any = label_runs(np.ascontiguousarray(flat), connectivity)
+        n = labels.n
+        runs = labels
     else:
         labels, n = label_chunk(values, connectivity, binary, method)
-        runs = encode_runs(labels, n)
-    runcache.offer(cache, block, runs)
+        runs = encode_runs(labels, n) if cache is not None else None
+    if cache is not None and runs is not None:
+        runcache.offer(cache, block, runs)
     return labels, n
 
 
@@ -136,7 +136,8 @@ def _scan(src: Any, box: Box, connectivity: int, binary: bool, method: str, cach
     for axis in range(3):
         for side, sl in ((0, slice(0, 1)), (1, slice(-1, None))):
             cut = tuple(sl if a == axis else slice(None) for a in range(3))
-            faces[(axis, side)] = (labels[cut].copy(), values[cut].copy())
+            lab = labels.face(axis, side) if isinstance(labels, Runs) else labels[cut].copy()
+            faces[(axis, side)] = (lab, values[cut].copy())
     return n, faces
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .rng import CUDA_SOURCE, STREAM_CONN, STREAM_POISSON, stream_key
 
-__all__ = ["ACCUMULATE", "ENGINES", "run_window_gpu", "to_device", "to_host"]
+__all__ = ["ACCUMULATE", "ENGINES", "deliver_spikes_gpu", "run_window_gpu", "to_device", "to_host"]
 
 ENGINES = ("blocks", "threads")
 ACCUMULATE = ("auto", "shared", "global")
@@ -557,10 +557,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if accumulate not in ACCUMULATE:
-        raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
-    if threads not in (64, 128, 256, 512, 1024):
-        raise ValueError(f"threads must be a power of two from 64 to 1024, got {threads}")
+    _check_options(accumulate, threads)
     if batch_steps is not None and (not isinstance(batch_steps, (int, np.integer)) or batch_steps < 1):
         raise ValueError(f"batch_steps must be None or a positive integer, got {batch_steps!r}")
     pint = np.ascontiguousarray(pint, np.int64)
@@ -570,6 +567,96 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         return _run_threads(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, block_major)
     return _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
                        spikes_per_item, fast_skip, persistent, batch_steps)
+
+
+def _check_options(accumulate: str, threads: int) -> None:
+    if accumulate not in ACCUMULATE:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE}, got {accumulate!r}")
+    if threads not in (64, 128, 256, 512, 1024):
+        raise ValueError(f"threads must be a power of two from 64 to 1024, got {threads}")
+
+
+def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo: int, hi: int, ring: Any, seed: int,
+                       pint: np.ndarray, pflt: np.ndarray, block: int, *, skip: tuple[int, int] | None = None,
+                       accumulate: str = "auto", threads: int = 256, spikes_per_item: int | None = None,
+                       fast_skip: bool = True, persistent: bool | None = None) -> None:
+    """Add the synapses of spikes ``(steps, gids)`` that land in post neurons ``[lo, hi)`` to ``ring``, in place.
+
+    The "blocks" engine of :func:`run_window_gpu` for spikes of any neurons (other chunks' spikes of the
+    last exchange window): the same synapses from the same keyed streams, integer weights, so ``ring``
+    ends as ``kernels.procedural.deliver_many`` leaves the CPU's, whatever the order of the spikes.
+
+    Parameters
+    ----------
+    tables
+        The plan's population tables (``Plan.pop_tables``; the population offsets are read).
+    steps, gids
+        Spike steps and global neuron ids (numpy or cupy integer arrays of one length, any order).
+    lo, hi
+        The chunk's neurons; ``ring`` is its int32 ``(neuron, slot, receptor)`` ring buffer in any memory layout.
+    skip
+        ``(skip_lo, skip_hi)``: spikes of these neurons are left out (the chunk's own, delivered by its window).
+    accumulate, threads, spikes_per_item, fast_skip, persistent
+        As for :func:`run_window_gpu`.
+    """
+    import cupy as cp
+
+    _check_options(accumulate, threads)
+    pint = np.ascontiguousarray(pint, np.int64)
+    pflt = np.ascontiguousarray(pflt, np.float64)
+    offsets = np.asarray(tables[4], np.int64)
+    n_total, n_pops = int(offsets[-1]), len(offsets) - 1
+    if len(steps) != len(gids):
+        raise ValueError(f"steps and gids must have one length, got {len(steps)} and {len(gids)}")
+    if ring.dtype != cp.int32 or ring.ndim != 3 or ring.shape[0] != hi - lo:
+        raise ValueError(f"ring must be int32 (neuron, slot, receptor) with {hi - lo} neurons, "
+                         f"got {ring.dtype} {ring.shape}")
+    if not 0 <= lo < hi <= n_total:
+        raise ValueError(f"[lo, hi) must lie in the network's [0, {n_total}), got [{lo}, {hi})")
+    if n_total >= 2**31:
+        raise ValueError(f"deliver_spikes_gpu takes networks under 2**31 neurons, got {n_total}")
+    if pint.shape[0] and (pint[:, 0] > 2).any():
+        raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
+    if pint.shape[0] and pint[:, 5].max() >= ring.shape[2]:
+        raise ValueError(f"the network sends input to receptor {pint[:, 5].max()} but the ring holds "
+                         f"{ring.shape[2]} receptor(s)")
+    if len(gids) == 0 or pint.shape[0] == 0:
+        return
+    g = cp.asarray(gids).astype(cp.int64, copy=False)
+    st = cp.asarray(steps).astype(cp.int64, copy=False)
+    if skip is not None:
+        keep = (g < skip[0]) | (g >= skip[1])
+        g, st = g[keep], st[keep]
+    if len(g) == 0:
+        return
+    first, last = (int(x) for x in cp.stack([st.min(), st.max()]).get())
+    nb = last - first + 1
+    if nb > 65535:
+        raise ValueError(f"the spikes span {nb} steps; deliver_spikes_gpu takes at most 65535 at once")
+    # the spike list of the blocks engine: local ids grouped by (step, population), counted in cnt
+    group = (st - first) * n_pops + cp.searchsorted(cp.asarray(offsets), g, side="right") - 1
+    key = group * n_total + g
+    key.sort()
+    group = key // n_total
+    rec = (key - group * n_total - lo).astype(cp.int32)
+    cnt = cp.bincount(group, minlength=nb * n_pops).astype(cp.int32)
+    per = cnt.get().reshape(nb, n_pops)
+    pre_pop = np.searchsorted(offsets, pint[:, 1], side="right").astype(np.int32) - 1
+    present = {int(x) for x in np.flatnonzero(per.sum(axis=0))}
+    _, launches, one_to_one = _delivery_launches(pint, pflt, pre_pop, present, lo, hi, block, accumulate, threads,
+                                                 spikes_per_item, persistent)
+    if not (launches or one_to_one):
+        return
+    n_slots = int(ring.shape[1])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    head = cp.asarray(np.array([len(rec)], np.uint64))
+    tail = (rec, head, cnt, np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring, np.int32(n_slots),
+            st_n, st_s, st_r, np.int64(first))
+    hkey = cp.asarray(np.array([conn_prefix(seed, int(pint[p, 8])) for p in range(pint.shape[0])], np.uint64))
+    resident = cp.cuda.Device().attributes["MultiProcessorCount"] * (2048 // threads)
+    _launch_deliveries(launches, one_to_one, max(1, int(per.max())), nb, resident, threads, pint, cp.asarray(pint),
+                       cp.asarray(pflt), hkey, cp.asarray(pre_pop), seed, tail, fast_skip,
+                       cp.zeros(max(1, len(launches)), cp.int32))
 
 
 def _segments(offsets: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -606,30 +693,22 @@ def _units(pint: np.ndarray, projs: list[int], block: int, lo: int, hi: int) -> 
     return np.array([(p, b) for _, p, b in rows], np.int32).reshape(-1, 2)
 
 
-def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
-                spikes_per_item, fast_skip, persistent, batch_steps):
+def _delivery_launches(pint: np.ndarray, pflt: np.ndarray, pre_pop: np.ndarray, pops: set[int], lo: int, hi: int,
+                       block: int, accumulate: str, threads: int, spikes_per_item: int | None,
+                       persistent: bool | None) -> tuple[dict[str, list[int]], list[tuple[Any, ...]], list[int]]:
+    """The delivery kernels of the projections from populations ``pops`` whose targets meet ``[lo, hi)``.
+
+    Returns the projections by kind of delivery, one launch description per kind (kernel, device units,
+    units, shared bytes, spikes per item, persistent) and the one-to-one projections.
+    """
     import cupy as cp
 
-    offsets = tables[4]
-    n = int(v.shape[0])
-    hi = lo + n
-    if n >= 2**31 - 2 * _STEP_TILE:
-        raise ValueError(f"a chunk of the blocks engine holds fewer than 2**31 neurons, got {n}")
-    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
-    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
     mod = _module()
-    step_k = mod.get_function("step_record")
-    segs = _segments(offsets, lo, hi)
-    n_pops = len(offsets) - 1
-    pop_args = _pop_args(tables, seed)
-    # projections whose spikes come from this chunk and whose targets meet it, by kind of delivery
-    pre_pop = np.searchsorted(offsets, pint[:, 1], side="right").astype(np.int32) - 1
-    in_chunk = {pop for pop, _, _ in segs}
     groups: dict[str, list[int]] = {"deliver_shared": [], "deliver_global": [], "deliver_general": []}
     one_to_one = []
     for p in range(pint.shape[0]):
         post_lo, post_hi = int(pint[p, 3]), int(pint[p, 3] + pint[p, 4])
-        if pre_pop[p] not in in_chunk or post_hi <= lo or post_lo >= hi:
+        if pre_pop[p] not in pops or post_hi <= lo or post_lo >= hi:
             continue
         if pint[p, 4] >= 2**31:
             raise ValueError(f"projection {p}: the blocks engine needs target populations under 2**31 neurons")
@@ -653,7 +732,51 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
         persist = persistent if persistent is not None else name != "deliver_shared"
         kern = mod.get_function(name + "_persistent" if persist else name)
         launches.append((kern, cp.asarray(units), len(units), shared, per_item, persist))
-    oto_k = mod.get_function("deliver_one_to_one")
+    return groups, launches, one_to_one
+
+
+def _launch_deliveries(launches: list[tuple[Any, ...]], one_to_one: list[int], est: int, nb: int, resident: int,
+                       threads: int, pint: np.ndarray, pint_d: Any, pflt_d: Any, hkey: Any, pre_pop_d: Any, seed: int,
+                       tail: tuple[Any, ...], fast_skip: bool, work: Any) -> None:
+    """Launch the deliveries of ``nb`` steps' spikes (``tail``: the spike list, ring and first step); ``est``:
+    the most spikes one population has in one step (sizes the grids)."""
+    for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
+        if per_item:
+            cmax = -(-est // per_item)
+        else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
+            cmax = min(max(2 * resident, -(-est // (16 * threads))), -(-est // (2 * threads)))
+        cmax = max(1, min(65535, (2**31 - 2**24) // (n_units * nb), cmax))
+        n_items = n_units * cmax
+        grid = (min(n_items * nb, resident),) if persist else (n_items, nb)
+        kern(grid, (threads,), (units_d, np.int32(cmax), pint_d, pflt_d, hkey, pre_pop_d, *tail,
+                                np.int32(fast_skip), work[gi:], np.int32(n_items), np.int32(nb)), shared_mem=shared)
+    oto_k = _module().get_function("deliver_one_to_one")
+    for p in one_to_one:
+        n_pre = int(pint[p, 2])
+        oto_k((max(1, min(1024, (n_pre + 255) // 256)), nb), (256,),
+              (np.int32(p), pint_d, pflt_d, np.uint64(seed), pre_pop_d, *tail, np.int32(nb)))
+
+
+def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
+                spikes_per_item, fast_skip, persistent, batch_steps):
+    import cupy as cp
+
+    offsets = tables[4]
+    n = int(v.shape[0])
+    hi = lo + n
+    if n >= 2**31 - 2 * _STEP_TILE:
+        raise ValueError(f"a chunk of the blocks engine holds fewer than 2**31 neurons, got {n}")
+    n_slots, n_rec = int(ring.shape[1]), int(ring.shape[2])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    mod = _module()
+    step_k = mod.get_function("step_record")
+    segs = _segments(offsets, lo, hi)
+    n_pops = len(offsets) - 1
+    pop_args = _pop_args(tables, seed)
+    # projections whose spikes come from this chunk and whose targets meet it, by kind of delivery
+    pre_pop = np.searchsorted(offsets, pint[:, 1], side="right").astype(np.int32) - 1
+    groups, launches, one_to_one = _delivery_launches(pint, pflt, pre_pop, {pop for pop, _, _ in segs}, lo, hi, block,
+                                                      accumulate, threads, spikes_per_item, persistent)
     # deliveries of a batch of steps land no earlier than the step after the batch (each delay >= the batch)
     d_min = min([int(pflt[p, 4]) for name in groups for p in groups[name]] + [int(pflt[p, 4]) for p in one_to_one]
                 + [_BATCH_MAX])
@@ -695,22 +818,8 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
         if launches or one_to_one:
             tail = (rec, head, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
                     np.int32(n_slots), st_n, st_s, st_r, np.int64(s0 + k))
-            for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
-                if per_item:
-                    cmax = -(-int(est.max()) // per_item)
-                else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
-                    cmax = min(max(2 * resident, -(-int(est.max()) // (16 * threads))),
-                               -(-int(est.max()) // (2 * threads)))
-                cmax = max(1, min(65535, (2**31 - 2**24) // (n_units * nb), cmax))
-                n_items = n_units * cmax
-                grid = (min(n_items * nb, resident),) if persist else (n_items, nb)
-                kern(grid, (threads,), (units_d, np.int32(cmax), pint_d, pflt_d, hkey, pre_pop_d, *tail,
-                                        np.int32(fast_skip), work[k * len(launches) + gi:], np.int32(n_items),
-                                        np.int32(nb)), shared_mem=shared)
-            for p in one_to_one:
-                n_pre = int(pint[p, 2])
-                oto_k((max(1, min(1024, (n_pre + 255) // 256)), nb), (256,),
-                      (np.int32(p), pint_d, pflt_d, np.uint64(seed), pre_pop_d, *tail, np.int32(nb)))
+            _launch_deliveries(launches, one_to_one, int(est.max()), nb, resident, threads, pint, pint_d, pflt_d,
+                               hkey, pre_pop_d, seed, tail, fast_skip, work[k * len(launches):])
         k += nb
     return _ordered(rec, int(head.get()[0]), cnt.get()[:n_steps * n_pops].reshape(n_steps, n_pops).sum(axis=1),
                     s0, n, lo)

@@ -21,15 +21,27 @@ class SpikeRecorder:
         self.ds = ds
 
     @classmethod
-    def create(cls, url: str, plan: Plan, *, chunk: int = 1 << 18, **opts: Any) -> SpikeRecorder:
+    def create(cls, url: str, plan: Plan, *, chunk: int = 1 << 18, record: str = "spikes", **opts: Any) -> SpikeRecorder:
+        """A new spikes dataset; ``record="rates"`` keeps spikes per (step, population) (array ``counts``) instead
+        of every spike (``t`` and ``neuron`` stay empty)."""
         from neurochunk.stores import Dataset
 
         pops = {p.name: [int(plan.offsets[k]), int(plan.offsets[k + 1])] for k, p in enumerate(plan.net.populations)}
         ds = Dataset.create(url, "spikes", attrs={"dt": plan.dt, "populations": pops, "n_neurons": plan.n,
-                                                  "n_spikes": 0, "steps": 0}, overwrite=True, **opts)
+                                                  "n_spikes": 0, "steps": 0, "record": record},
+                            overwrite=True, **opts)
         ds.create_array("t", (0,), np.float64, chunks=(chunk,), dims=("spike",))
         ds.create_array("neuron", (0,), np.int64, chunks=(chunk,), dims=("spike",))
+        if record == "rates":
+            ds.create_array("counts", (0, len(pops)), np.int64, chunks=(1 << 16, len(pops)),
+                            dims=("step", "population"))
         return cls(ds)
+
+    def append_counts(self, counts: np.ndarray, upto_step: int) -> None:
+        """Append a batch's spikes per (step, population) (``record="rates"``)."""
+        if len(counts):
+            self.ds["counts"].append(np.asarray(counts, np.int64), axis=0)
+        self.ds.update_attrs(n_spikes=self.n_spikes + int(np.sum(counts)), steps=int(upto_step))
 
     def start_samples(self, ids: np.ndarray, every_ms: float) -> None:
         """Arrays for sampled membrane potentials: ``v`` (sample, recorded), ``v_t`` (ms), ``recorded`` (ids)."""
@@ -67,6 +79,10 @@ class SpikeRecorder:
         n_bins = max(1, int(np.ceil(attrs["steps"] * attrs["dt"] / bin_ms)))
         counts = np.zeros((n_bins, len(pops)), np.int64)
         n, step = int(attrs["n_spikes"]), self.ds["t"].chunks[0]
+        if "counts" in self.ds:  # record="rates": the counts per step, binned as the spikes' times would be
+            n, c = 0, np.asarray(self.ds["counts"][: int(attrs["steps"])])
+            b = np.minimum((np.arange(len(c)) * float(attrs["dt"]) / bin_ms).astype(np.int64), n_bins - 1)
+            np.add.at(counts, b, c)
         for a in range(0, n, step):
             t = np.asarray(self.ds["t"][a:min(n, a + step)])
             g = np.asarray(self.ds["neuron"][a:min(n, a + step)])
@@ -81,7 +97,9 @@ class SpikeRecorder:
     def truncate(self, n_spikes: int, step: int, n_samples: int | None = None) -> None:
         """Forget spikes recorded after a checkpoint (a run killed between recording and committing)."""
         for name in ("t", "neuron"):
-            self.ds[name].resize((n_spikes,))
+            self.ds[name].resize((n_spikes if "counts" not in self.ds else 0,))
+        if "counts" in self.ds:
+            self.ds["counts"].resize((int(step), self.ds["counts"].shape[1]))
         self.ds.update_attrs(n_spikes=int(n_spikes), steps=int(step))
         if "v" in self.ds:
             n = int(n_samples if n_samples is not None else 0)
@@ -94,7 +112,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
              checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
              connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None,
              record_v: Any = None, record_every_ms: float = 1.0, stream_state_url: str | None = None,
-             backend: str = "cpu") -> dict[str, Any]:
+             backend: str = "cpu", record: str = "spikes") -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
     Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
@@ -105,7 +123,9 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
     out-of-core (``pipeline.streaming``): the state lives in that dataset, streamed every exchange window,
     and ``resume`` continues from its last window (checkpoints and ``record_v`` do not apply).
     ``backend="gpu"`` runs the chunks on the workers' GPUs (see ``pipeline.simulation.SpikingStep``);
-    checkpoints then hold the state copied to the host, in the CPU's layout.
+    checkpoints then hold the state copied to the host, in the CPU's layout. ``record="rates"`` (large
+    runs) keeps only the spikes per (step, population), counted by the window tasks on the workers: the
+    dataset's ``counts`` and ``rates`` arrays, no ``t``/``neuron`` entries (not with ``stream_state_url``).
     Returns a summary with the Runner's reports (none when streamed; then ``windows`` holds their seconds).
     """
     from neurochunk.stores import Dataset
@@ -122,7 +142,11 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if not (resume and all(connectivity_complete(u, len(plan.chunks)) for u in names)):
             names = build_connectivity(plan, connectivity_url, client)
         loaders = connectivity_loaders(plan, names)
+    if record not in ("spikes", "rates"):
+        raise ValueError(f"record must be 'spikes' or 'rates', got {record!r}")
     if stream_state_url is not None:
+        if record != "spikes":
+            raise ValueError("record='rates' is not available with stream_state_url (out-of-core)")
         if backend != "cpu":
             raise ValueError(f"stream_state_url (out-of-core) runs on backend 'cpu' only, not {backend!r}")
         if record_v is not None:
@@ -142,6 +166,9 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         if ckpt is not None and ckpt.commits.latest() is not None:
             state = State.restore(ckpt)
             recorder = SpikeRecorder(Dataset.open(spikes_url, kind="spikes", mode="r+"))
+            if recorder.ds.attrs.get("record", "spikes") != record:
+                raise ValueError(f"{spikes_url} recorded {recorder.ds.attrs.get('record', 'spikes')!r}; "
+                                 f"resume it with record={recorder.ds.attrs.get('record', 'spikes')!r}")
             recorder.truncate(int(state.scalars["n_spikes"]), int(state.scalars["step"]),
                               int(state.scalars.get("n_samples", 0)))
         if ckpt is None:
@@ -150,7 +177,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
     every_v = max(1, int(round(record_every_ms / plan.dt)))
     if state is None:
         state = initial_state(plan, backend, client)
-        recorder = SpikeRecorder.create(spikes_url, plan)
+        recorder = SpikeRecorder.create(spikes_url, plan, record=record)
         if record_v is not None:
             recorder.start_samples(record_v, every_v * plan.dt)
     every = int(round(checkpoint_every_ms / plan.dt)) if checkpoint_every_ms else 0
@@ -159,10 +186,12 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
         batch = min(batch, every)
     last = {"ckpt": int(state.scalars["step"])}
 
-    def record(report: Any, st: State) -> None:
-        steps, gids = report.outputs["spikes"]
+    def on_report(report: Any, st: State) -> None:
         now = report.first_step + report.n_steps
-        recorder.append(steps, gids, now)
+        if "counts" in report.outputs:
+            recorder.append_counts(report.outputs["counts"], now)
+        else:
+            recorder.append(*report.outputs["spikes"], now)
         if report.outputs.get("samples") is not None:
             recorder.append_samples(*report.outputs["samples"])
         if ckpt is not None and ((every and now - last["ckpt"] >= every) or now >= total):
@@ -174,8 +203,8 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
 
     state = state.persist(client)  # the first batch's two graphs (state, spikes) then share plain inputs
     step = SpikingStep(plan, loaders, batch_steps=batch,
-                       sample=None if record_v is None else (record_v, every_v), backend=backend)
-    runner = Runner(step, state, client=client, on_batch=record, progress=progress)
+                       sample=None if record_v is None else (record_v, every_v), backend=backend, record=record)
+    runner = Runner(step, state, client=client, on_batch=on_report, progress=progress)
     remaining = total - runner.steps_done
     if remaining > 0:
         runner.run(remaining)

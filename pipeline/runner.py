@@ -14,7 +14,18 @@ from neurochunk.stores import Dataset
 from .state import State
 from .step import Step
 
-__all__ = ["Runner", "BatchReport"]
+__all__ = ["Runner", "BatchReport", "Gathered"]
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """A batch output the driver fetches part by part, straight from the workers that hold the parts.
+
+    ``combine(*values)`` runs on the driver; no task gathers the parts on one worker first.
+    """
+
+    parts: list[Any]
+    combine: Callable[..., Any]
 
 
 @dataclass
@@ -122,11 +133,24 @@ def _persist_with_outputs(lazy: State, outputs: dict[str, Any], client: Any) -> 
 
     names = [n for n, a in lazy.arrays.items() if isinstance(a, da.Array)]
     keys = list(outputs)
-    collections = [lazy.arrays[n] for n in names] + [outputs[k] for k in keys]
+    flat, spans = [], []
+    for k in keys:
+        parts = outputs[k].parts if isinstance(outputs[k], Gathered) else [outputs[k]]
+        spans.append((len(flat), len(parts)))
+        flat += parts
+    collections = [lazy.arrays[n] for n in names] + flat
     done = client.persist(collections) if client is not None else dask.persist(*collections)
     outs = done[len(names):]
-    values = (client.compute(outs, sync=True) if client is not None else dask.compute(*outs)) if outs else []
-    return lazy.update(dict(zip(names, done[:len(names)], strict=True))), dict(zip(keys, values, strict=True))
+    if not outs:
+        values = []
+    elif client is not None:  # each part from the worker holding it, not through the scheduler
+        values = client.gather(client.compute(list(outs)), direct=True)
+    else:
+        values = list(dask.compute(*outs))
+    results = {}
+    for k, (a, m) in zip(keys, spans, strict=True):
+        results[k] = outputs[k].combine(*values[a:a + m]) if isinstance(outputs[k], Gathered) else values[a]
+    return lazy.update(dict(zip(names, done[:len(names)], strict=True))), results
 
 
 def _wait(state: State, client: Any) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask
@@ -27,11 +28,13 @@ from neurochunk.kernels.procedural import deliver_many
 from neurochunk.kernels.rng import STREAM_INIT, normal_array, uniform_array
 
 from .network import Plan
+from .runner import Gathered
 from .state import State
 from .step import Step
 
 __all__ = ["initial_state", "initial_values", "SpikingStep", "STATE_DIMS", "EMPTY_CONN", "BACKENDS",
-           "ChunkFunctions", "chunk_functions", "check_backend", "host_state"]
+           "ChunkFunctions", "chunk_functions", "check_backend", "host_state", "merge_spikes", "sum_counts",
+           "window_counts", "RECORD"]
 
 STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
               "ring": ("neuron", "slot", "receptor")}
@@ -96,6 +99,7 @@ class ChunkFunctions:
 
 
 BACKENDS = ("cpu", "gpu")
+RECORD = ("spikes", "rates")
 
 
 def chunk_functions(backend: str) -> ChunkFunctions:
@@ -201,7 +205,25 @@ def _chunk_args(plan: Plan, c: int) -> tuple[Any, ...]:
 
 def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
                  ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
-                 n_steps: int, sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
+                 n_steps: int, sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
+    out = _run_cpu_window(args, conn, v, u, g, ref, ring, incoming, s0, n_steps, sample)
+    if not count:
+        return out
+    steps, gids = out[5][:2]
+    return (*out[:5], (*out[5], window_counts(steps, gids, args[0][4], s0, n_steps)))
+
+
+def window_counts(steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: int) -> np.ndarray:
+    """Spikes per (step of the window ``[s0, s0 + n_steps)``, population): int64 ``(n_steps, populations)``."""
+    n_pops = len(offsets) - 1
+    pop = np.searchsorted(np.asarray(offsets), gids, side="right") - 1
+    c = np.bincount((np.asarray(steps, np.int64) - s0) * n_pops + pop, minlength=n_steps * n_pops)
+    return c.astype(np.int64).reshape(n_steps, n_pops)
+
+
+def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
+                    ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
+                    n_steps: int, sample: tuple[np.ndarray, int] | None) -> tuple[Any, ...]:
     tables, lo, seed, pint, pflt, block = args
     v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
     work = slot_major(ring)  # slot-major while the kernels run
@@ -255,13 +277,44 @@ def _concat(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _gather_samples(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(sample steps, v[sample, recorded neuron])`` of a batch from the chunks' window outputs."""
+def merge_spikes(n_chunks: int, *parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's spikes in (step, neuron) order from its window outputs (window-major, ``n_chunks`` per window).
+
+    Each part is sorted by (step, neuron) and the chunks hold increasing neuron ranges, so the merge
+    only interleaves each window's chunks step by step (slices, no sort).
+    """
+    steps_out, gids_out = [], []
+    for w in range(0, len(parts), n_chunks):
+        group = [p for p in parts[w:w + n_chunks] if len(p[0])]
+        if len(group) == 1:
+            steps_out.append(group[0][0])
+            gids_out.append(group[0][1])
+        if len(group) <= 1:
+            continue
+        first, last = min(int(p[0][0]) for p in group), max(int(p[0][-1]) for p in group)
+        cuts = [np.searchsorted(p[0], np.arange(first, last + 2)) for p in group]
+        for k in range(last - first + 1):
+            for p, c in zip(group, cuts, strict=True):
+                if c[k] < c[k + 1]:
+                    steps_out.append(p[0][c[k]:c[k + 1]])
+                    gids_out.append(p[1][c[k]:c[k + 1]])
+    if not steps_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(steps_out), np.concatenate(gids_out)
+
+
+def sum_counts(n_chunks: int, *parts: np.ndarray) -> np.ndarray:
+    """A batch's spikes per (step, population) from its windows' per-chunk counts (window-major)."""
+    return np.concatenate([np.sum(parts[w:w + n_chunks], axis=0) for w in range(0, len(parts), n_chunks)])
+
+
+def _gather_samples(*parts: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(sample steps, v[sample, recorded neuron])`` of a batch from the chunks' samples (``None`` where none)."""
     by_time: dict[int, dict[int, float]] = {}
     for p in parts:
-        if p[2] is None:
+        if p is None:
             continue
-        times, idx, values = p[2]
+        times, idx, values = p
         for a, t in enumerate(times.tolist()):
             row = by_time.setdefault(t, {})
             row.update(zip(idx.tolist(), values[a].tolist()))
@@ -298,17 +351,25 @@ class SpikingStep(Step):
         (O(chunks) graph edges per window). ``"direct"`` (backend ``gpu``): each chunk's next task reads
         every chunk's spikes itself (chunks x chunks edges; no gathering worker that sends the whole
         window to every other, for a few chunks, one per GPU of a host).
+    record
+        ``"spikes"``: :meth:`outputs` gives ``spikes``, fetched by the driver straight from the workers that
+        hold each chunk's part (no single gathering task). ``"rates"``: ``counts`` instead, the spikes per
+        (step, population) counted by each window task (on the GPU for backend ``gpu``); no spike leaves
+        the workers but for the exchange between chunks (large runs).
     """
 
     def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000,
-                 sample: tuple[Any, int] | None = None, backend: str = "cpu", exchange: str = "gather") -> None:
+                 sample: tuple[Any, int] | None = None, backend: str = "cpu", exchange: str = "gather",
+                 record: str = "spikes") -> None:
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
         self.fns = chunk_functions(backend)
         check_backend(plan, self.fns.name)
         if exchange not in ("gather", "direct") or (exchange == "direct" and self.fns.name != "gpu"):
             raise ValueError(f"exchange must be 'gather' (or 'direct' on backend 'gpu'), got {exchange!r}")
-        self.exchange = exchange
+        if record not in RECORD:
+            raise ValueError(f"record must be one of {', '.join(RECORD)}, got {record!r}")
+        self.exchange, self.record = exchange, record
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
         self._args = [self.fns.args(plan, c, _chunk_args(plan, c)) for c in range(len(plan.chunks))]
         self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)
@@ -336,28 +397,29 @@ class SpikingStep(Step):
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
         width = self.plan.window or n
         task = dask.delayed(self.fns.window, nout=6)
-        incoming, windows, sampled = None, [], []
+        counting = self.record == "rates"
+        incoming, outs = None, []
         for s in range(s0, s0 + n, width):
             k = min(width, s0 + n - s)
-            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c]) for c in range(n_chunks)]
+            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c], counting)
+                   for c in range(n_chunks)]
             res = [tuple(r) for r in res]
             blocks = [r[:5] for r in res]
             if self.exchange == "direct":
                 incoming = [r[5] for r in res]
-                windows += incoming
             else:
                 incoming = dask.delayed(self.fns.exchange or _gather)(*[r[5] for r in res])
-                windows.append(incoming)
-            sampled += [r[5] for r in res]
+            outs += [r[5] for r in res]
         if n_chunks > 1:
             deliver = dask.delayed(self.fns.deliver)
             blocks = [(*b[:4], deliver(self._args[c], conns[c], b[4], incoming)) for c, b in enumerate(blocks)]
-        self._spikes = dask.delayed(_gather)(*windows)
-        self._samples = dask.delayed(_gather_samples)(*sampled) if any(x is not None for x in self._sample) else None
+        if counting:
+            self._out = {"counts": Gathered([o[3] for o in outs], partial(sum_counts, n_chunks))}
+        else:
+            self._out = {"spikes": Gathered(outs, partial(merge_spikes, n_chunks))}
+        if any(x is not None for x in self._sample):
+            self._out["samples"] = Gathered([o[2] for o in outs], _gather_samples)
         return state.update(_assemble(self.plan, blocks, self.fns))
 
     def outputs(self, state: State) -> dict[str, Any]:
-        out = {"spikes": self._spikes}
-        if self._samples is not None:
-            out["samples"] = self._samples
-        return out
+        return dict(self._out)

@@ -96,16 +96,36 @@ def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0:
 
 
 def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
-    """Deliver the other chunks' spikes: one gathered ``(steps, gids)`` or a list of every chunk's part."""
+    """Deliver the other chunks' spikes: one gathered ``(steps, gids)`` or a list of every chunk's part.
+
+    The "blocks" engine of ``kernels.network_gpu`` delivers them in one call (networks under 2**31
+    neurons); larger networks take ``kernels.delivery_gpu``'s one thread per (spike, projection, block).
+    """
+    tables, lo, seed, pint, pflt, block = args[:6]
+    hi = lo + ring.shape[0]
+    parts = incoming if isinstance(incoming, list) else [incoming]
+    # a chunk's part of a direct exchange holds its own neurons only: leave it out before the copy
+    parts = [p for p in parts if len(p[1]) and not (isinstance(incoming, list) and lo <= int(p[1][0]) < hi)]
+    if not parts:
+        return
+    steps = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+    gids = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    if int(tables[4][-1]) < 2**31:
+        from neurochunk.kernels.network_gpu import deliver_spikes_gpu
+
+        deliver_spikes_gpu(tables, steps, gids, lo, hi, ring, seed, pint, pflt, block, skip=(lo, hi))
+        return
     from neurochunk.kernels.delivery_gpu import deliver_gpu
 
-    _, lo, seed, pint, pflt, block = args[:6]
-    hi = lo + ring.shape[0]
-    direct = isinstance(incoming, list)
-    for steps, gids, *_ in incoming if direct else [incoming]:
-        own = direct and len(gids) and lo <= int(gids[0]) < hi  # a chunk's part holds its own neurons only
-        if len(gids) and not own:
-            deliver_gpu(steps, gids, lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+    deliver_gpu(steps, gids, lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+
+
+def _counts(cp: Any, steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: int) -> np.ndarray:
+    """Spikes per (step of the window, population), int64 on the host."""
+    n_pops = len(offsets) - 1
+    pop = cp.searchsorted(cp.asarray(offsets), gids, side="right") - 1
+    c = cp.bincount((steps - s0) * n_pops + pop, minlength=n_steps * n_pops)
+    return cp.asnumpy(c).astype(np.int64).reshape(n_steps, n_pops)
 
 
 def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +136,11 @@ def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
                 incoming: Any, s0: int, n_steps: int,
-                sample: tuple[np.ndarray, int] | None = None) -> tuple[Any, ...]:
-    """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU)."""
+                sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
+    """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU).
+
+    With ``count`` the spike output also holds the window's spikes per (step, population), counted on the GPU.
+    """
     cp = _cp()
     n_total = int(args[0][4][-1])
     v, u, g, ref, ring = _device(args, v, u, g, ref, ring)
@@ -125,23 +148,26 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         _incoming(args, ring, incoming)
     if sample is None or len(sample[0]) == 0:
         steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
-        return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), None)
-    idx, every = sample
-    lo = args[1]
-    local = cp.asarray(idx - lo)
-    parts, times, values = [], [], []
-    s, end = s0, s0 + n_steps
-    while s < end:
-        k = min(end, (s // every + 1) * every) - s
-        parts.append(_run(args, v, u, g, ref, ring, s, k))
-        s += k
-        if s % every == 0:
-            times.append(s)
-            values.append(cp.asnumpy(v[local]))
-    steps = cp.concatenate([p[0] for p in parts])
-    gids = cp.concatenate([p[1] for p in parts])
-    samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
-    return v, u, g, ref, ring, (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), samples)
+        samples = None
+    else:
+        idx, every = sample
+        local = cp.asarray(idx - args[1])
+        parts, times, values = [], [], []
+        s, end = s0, s0 + n_steps
+        while s < end:
+            k = min(end, (s // every + 1) * every) - s
+            parts.append(_run(args, v, u, g, ref, ring, s, k))
+            s += k
+            if s % every == 0:
+                times.append(s)
+                values.append(cp.asnumpy(v[local]))
+        steps = cp.concatenate([p[0] for p in parts])
+        gids = cp.concatenate([p[1] for p in parts])
+        samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
+    out = (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), samples)
+    if count:
+        out = (*out, _counts(cp, steps, gids, np.asarray(args[0][4], np.int64), s0, n_steps))
+    return v, u, g, ref, ring, out
 
 
 def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any, incoming: Any) -> Any:

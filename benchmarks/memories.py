@@ -5,13 +5,15 @@ Scenarios (``--scenario``):
 ``iteration``  N memories (default 1M): time per iteration of decay, 1% of the memories
                reinforced, quality (sum, mean, max, 64-bin histogram) and top-100, for a plain
                in-memory numpy loop and for neurochunk's fused partition kernels (in-process and
-               through ``MemoryBank.run_epoch``); the final states are checked equal.
+               through ``MemoryBank.run_epoch``), the lazily scaled partitions on one core and on
+               two threads; the final states are checked equal.
 ``recovery``   a 3-worker LocalCluster runs an epoch twice, once with a worker hard-exiting
                mid-epoch; seconds lost and bytes re-read.
 ``ondisk``     a bank larger than the workers' memory limit, streamed (``resident=False``):
                ingest rate, iteration throughput and the workers' peak memory.
 ``gpu``        cupy twins at 10M and 100M memories against the bandwidth floor (device only).
-``gpu-scaled`` the lazily scaled iteration as a CUDA graph, beside the round-1 GPU rows (device only).
+``gpu-scaled`` the lazily scaled iteration as a CUDA graph, beside the round-1 GPU rows, after a
+               check against the CPU twin at the first size (device only).
 
 Example: ``python benchmarks/memories.py --scenario iteration --n 1000000``
 """

@@ -14,10 +14,13 @@ The network is ``benchmarks/brain.py gpu``'s: 1,000 E + 250 I inputs per neuron 
 probability), Poisson drive, delay 1.5 ms (exchange window 16 steps), v uniform in [10, 20] mV at the
 start. Each configuration starts its own LocalCUDACluster on the first G GPUs (dask-cuda spilling off:
 the state is advanced in place), creates the state on the workers, runs a 2-step warm-up batch (kernel
-compilation), then times one batch of ``--sim-ms`` through ``Runner`` (all spikes gathered to the
-driver every window, not written to Zarr). "GPU busy" is the largest per-worker sum of the window and
-delivery tasks' compute time over the batch's wall time (the rest is the exchange: gathering and
-sending spikes, scheduling).
+compilation), then times one batch of ``--sim-ms`` through ``Runner``, not written to Zarr. ``--record
+spikes``: every spike of the batch fetched by the driver straight from the worker holding each chunk's
+part and merged in (step, neuron) order there; ``--record rates``: only spikes per (step, population),
+counted on the GPUs. ``--record spikes,rates`` times both on one cluster, the second continuing the
+first's network (after its own 2-step warm-up). "GPU busy" is the largest per-worker sum of the window
+and delivery tasks' compute time over the batch's wall time (the rest is the exchange: sending spikes
+between chunks and to the driver, scheduling).
 """
 
 from __future__ import annotations
@@ -58,8 +61,22 @@ def _busy(task_stream: list[dict], wall: float) -> float:
     return max(per_worker.values(), default=0.0) / wall
 
 
-def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "gather") -> dict:
-    from distributed import get_task_stream, wait
+def _timed(runner, client, steps: int) -> tuple[float, float, int]:
+    """Wall seconds, GPU busy fraction and spikes of one batch of ``steps``."""
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as ts:
+        t1 = time.perf_counter()
+        runner.run(steps)
+        wall = time.perf_counter() - t1
+    out = runner.reports[-1].outputs
+    spikes = int(out["counts"].sum()) if "counts" in out else len(out["spikes"][1])
+    return wall, _busy(ts.data, wall), spikes
+
+
+def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "gather",
+               records: tuple[str, ...] = ("spikes",)) -> list[dict]:
+    from distributed import wait
 
     from neurochunk.pipeline.network import brunel_network
     from neurochunk.pipeline.runner import Runner
@@ -71,39 +88,44 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
     steps = int(round(sim_ms / plan.dt))
     t_start = time.perf_counter()
     cluster, client = _cluster(n_gpus)
+    rows = []
     try:
         t0 = time.perf_counter()
         state = initial_state(plan, "gpu", client)
         wait(list(state.arrays.values()))
         init_s = time.perf_counter() - t0
-        runner = Runner(SpikingStep(plan, batch_steps=steps, backend="gpu", exchange=exchange), state, client=client, progress=False)
-        runner.run(warm_steps)
-        with get_task_stream(client) as ts:
-            t1 = time.perf_counter()
-            runner.run(steps)
-            wall = time.perf_counter() - t1
-        report = runner.reports[-1]
-        gids = report.outputs["spikes"][1]
-        gib = max(client.run(_pool_gib).values())
-        busy = _busy(ts.data, wall)
+        setup_s = time.perf_counter() - t_start
+        for record in records:  # each record mode continues the last one's state, after its own warm-up
+            step = SpikingStep(plan, batch_steps=steps, backend="gpu", exchange=exchange, record=record)
+            runner = Runner(step, state, client=client, progress=False)
+            runner.run(warm_steps)
+            wall, busy, spikes = _timed(runner, client, steps)
+            state = runner.state
+            gib = max(client.run(_pool_gib).values())
+            rows.append({"mode": mode, "exchange": exchange, "record": record, "gpus": n_gpus, "neurons": n,
+                         "per_gpu": n // n_gpus, "chunks": len(plan.chunks), "window_steps": plan.window or steps,
+                         "sim_ms": steps * plan.dt, "wall_s": wall, "compute_s": runner.reports[-1].compute_s,
+                         "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
+                         "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),
+                         "gpu_busy": busy, "init_s": init_s, "gib_per_gpu": gib, "setup_s": setup_s,
+                         "conn_block": plan.net.conn_block})
+            _ROWS.append(rows[-1])
+            print("ROW " + json.dumps(rows[-1]), flush=True)
     finally:
         client.close()
         cluster.close()
-    spikes = len(gids)
-    row = {"mode": mode, "exchange": exchange, "gpus": n_gpus, "neurons": n, "per_gpu": n // n_gpus, "chunks": len(plan.chunks),
-           "window_steps": plan.window or steps, "sim_ms": steps * plan.dt, "wall_s": wall,
-           "compute_s": report.compute_s, "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
-           "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),
-           "gpu_busy": busy, "init_s": init_s, "gib_per_gpu": gib, "setup_s": t1 - t_start,
-           "conn_block": plan.net.conn_block}
-    _ROWS.append(row)
-    print("ROW " + json.dumps(row), flush=True)
-    return row
+    return rows
 
 
 def _table(rows: list[dict], mode: str) -> None:
+    for record in dict.fromkeys(r["record"] for r in rows):
+        _table_of([r for r in rows if r["record"] == record], mode)
+
+
+def _table_of(rows: list[dict], mode: str) -> None:
     base = next((r for r in rows if r["gpus"] == 1), None)
-    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[0]['exchange'] if rows else ''})")
+    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[0]['exchange']}; "
+          f"record: {rows[0]['record']})")
     print(f"{'GPUs':>4} {'neurons':>14} {'per GPU':>13} {'sim ms':>6} {'wall s':>8} {'s/sim s':>9} {'events/s':>9} "
           f"{'rate Hz':>7} {'GPU busy':>8} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
     for r in rows:
@@ -131,6 +153,9 @@ def main() -> None:
         q.add_argument("--warm-steps", type=int, default=2)
         q.add_argument("--exchange", default="gather", choices=("gather", "direct"),
                        help="spikes gathered by one task per window, or read by every chunk from every chunk")
+        q.add_argument("--record", default="spikes",
+                       help="comma-separated record modes timed in turn on one cluster: spikes (every spike to the "
+                            "driver) and/or rates (spikes per step and population, counted on the workers)")
         q.add_argument("--out", default=None, help="append the rows as JSON lines to this file")
     args = p.parse_args()
     import cupy
@@ -145,13 +170,14 @@ def main() -> None:
             continue
         n = int(args.per_gpu * g) if args.mode == "weak" else int(args.n)
         try:
-            row = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange)
+            rows = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange,
+                              tuple(args.record.split(",")))
         except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
             print(f"FAILED {args.mode} {g} GPUs {n:,} neurons: {type(exc).__name__}: {exc}", flush=True)
             continue
         if args.out:
             with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.writelines(json.dumps(row) + "\n" for row in rows)
     _table(_ROWS, args.mode)
 
 

@@ -192,3 +192,61 @@ def test_fast_skip_agrees_with_the_double_formula(p) -> None:
     taken, bad = (int(x) for x in out.get())
     assert bad == 0
     assert taken > (0.99 if p >= 0.02 else 0.9) * n
+
+
+@pytest.mark.parametrize("opts", [{}, {"accumulate": "shared"}, {"accumulate": "global", "persistent": True},
+                                  {"threads": 128, "spikes_per_item": 8, "persistent": False}])
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_deliver_spikes_gpu_gives_deliver_many_ring(chunk, opts) -> None:
+    """Other chunks' spikes (every kind of projection, unsorted, a neuron twice in a step) through the blocks
+    engine: the ring buffer ``deliver_many`` leaves on the CPU, in the slot-major one-receptor layout too."""
+    from neurochunk.kernels.network_gpu import deliver_spikes_gpu
+    from neurochunk.kernels.neurons import neuron_major, slot_major
+    from neurochunk.kernels.procedural import deliver_many
+
+    plan = _random_network("lif_cuba_exp", ("Ie", "Ii"), int(np.random.default_rng().integers(0, 2**31)), chunk=600,
+                           d_min=0.3)
+    lo, hi = plan.chunks[chunk]
+    rng = np.random.default_rng(chunk)
+    n_spk = 3000
+    gids = rng.integers(0, plan.n, n_spk).astype(np.int64)
+    steps = rng.integers(40, 56, n_spk).astype(np.int64)
+    ring = rng.integers(-5, 5, (hi - lo, plan.n_slots, 2)).astype(np.int32)
+    work = slot_major(ring.copy())
+    deliver_many(steps, gids, lo, hi, plan.pint, plan.pflt, plan.seed, plan.net.conn_block, lo, hi, work,
+                 work.shape[0], *EMPTY_CONN)
+    cpu = neuron_major(work)
+    assert (cpu != ring).sum() > 1000
+    dev = cp.asarray(np.ascontiguousarray(ring.transpose(1, 2, 0))).transpose(2, 0, 1)
+    deliver_spikes_gpu(plan.pop_tables, cp.asarray(steps.astype(np.int32)), gids, lo, hi, dev, plan.seed, plan.pint,
+                       plan.pflt, plan.net.conn_block, skip=(lo, hi), **opts)
+    np.testing.assert_array_equal(cpu, dev.get())
+    # a network whose input reaches one receptor: the compact ring of the benchmarks
+    plan1 = brunel_network(5000, rule="fixed_probability", seed=9, chunk=2000).plan()
+    lo, hi = plan1.chunks[chunk]
+    ring = np.zeros((hi - lo, plan1.n_slots, 2), np.int32)
+    work = slot_major(ring)
+    g1 = rng.integers(0, plan1.n, 4000).astype(np.int64)
+    s1 = rng.integers(100, 116, 4000).astype(np.int64)
+    deliver_many(s1, g1, lo, hi, plan1.pint, plan1.pflt, plan1.seed, plan1.net.conn_block, lo, hi, work,
+                 work.shape[0], *EMPTY_CONN)
+    dev = cp.zeros((plan1.n_slots, 1, hi - lo), cp.int32).transpose(2, 0, 1)
+    deliver_spikes_gpu(plan1.pop_tables, s1, g1, lo, hi, dev, plan1.seed, plan1.pint, plan1.pflt,
+                       plan1.net.conn_block, skip=(lo, hi), **opts)
+    np.testing.assert_array_equal(neuron_major(work)[:, :, 0], dev.get()[:, :, 0])
+    assert not neuron_major(work)[:, :, 1].any()
+
+
+def test_deliver_spikes_gpu_refuses_bad_input() -> None:
+    from neurochunk.kernels.network_gpu import deliver_spikes_gpu
+
+    plan = brunel_network(5000, rule="fixed_probability", seed=9, chunk=2000).plan()
+    ring = cp.zeros((2000, plan.n_slots, 1), cp.int32)
+    args = (plan.seed, plan.pint, plan.pflt, plan.net.conn_block)
+    with pytest.raises(ValueError, match="one length"):
+        deliver_spikes_gpu(plan.pop_tables, np.zeros(3, np.int64), np.zeros(2, np.int64), 0, 2000, ring, *args)
+    with pytest.raises(ValueError, match="with 1000 neurons"):
+        deliver_spikes_gpu(plan.pop_tables, np.zeros(2, np.int64), np.zeros(2, np.int64), 0, 1000, ring, *args)
+    with pytest.raises(ValueError, match="threads"):
+        deliver_spikes_gpu(plan.pop_tables, np.zeros(2, np.int64), np.zeros(2, np.int64), 0, 2000, ring, *args,
+                           threads=100)

@@ -185,3 +185,58 @@ def test_direct_exchange_gives_the_gathered_exchange_spikes(gpu_client) -> None:
     for key in (("gather", "gpu"), ("direct", "gpu")):
         for k in (0, 1):
             np.testing.assert_array_equal(spikes["gather", "cpu"][k], spikes[key][k], err_msg=str(key))
+
+
+def test_merge_spikes_orders_a_batch_as_one_sort() -> None:
+    from neurochunk.pipeline.simulation import _gather, merge_spikes
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for w in range(3):  # 3 windows of 16 steps, 4 chunks of 100 neurons, some parts empty
+        for c in range(4):
+            n = 0 if (w, c) == (1, 2) else int(rng.integers(1, 200))
+            key = np.unique(rng.integers(0, 16 * 100, n))
+            parts.append((key // 100 + 16 * w, key % 100 + 100 * c, None))
+    steps, gids = merge_spikes(4, *parts)
+    ref = _gather(*parts)
+    np.testing.assert_array_equal(steps, ref[0])
+    np.testing.assert_array_equal(gids, ref[1])
+    assert merge_spikes(2)[0].shape == (0,)
+
+
+def test_rates_record_gives_the_spikes_rates(tmp_path) -> None:
+    """record='rates': counts per (step, population) from the window tasks, rates as the spikes give them."""
+    from neurochunk.pipeline.simulation import window_counts
+    from neurochunk.stores import Dataset
+
+    net = coba_network(400, seed=2, chunk=150)
+    res_s, (t, g, _) = _run(net, 12.0, tmp_path, "spk")
+    res_r = simulate(net, 12.0, spikes_url=str(tmp_path / "rates.zarr"), batch_ms=4.0, progress=False, record="rates")
+    ds_s = Dataset.open(res_s["spikes_url"], kind="spikes")
+    ds_r = Dataset.open(res_r["spikes_url"], kind="spikes")
+    assert res_r["n_spikes"] == res_s["n_spikes"] == len(t) > 20
+    assert ds_r["t"].shape == (0,)
+    steps = np.rint(t / 0.1).astype(np.int64)
+    np.testing.assert_array_equal(ds_r["counts"][:], window_counts(steps, g, res_s["plan"].offsets, 0, 120))
+    np.testing.assert_array_equal(ds_r["rates"][:], ds_s["rates"][:])
+    with pytest.raises(ValueError, match="record must be"):
+        SpikingStep(net.plan(), record="all")
+
+
+@pytest.mark.gpu
+def test_gpu_rates_record_counts_the_cpu_spikes(gpu_client) -> None:
+    from neurochunk.pipeline.runner import Runner
+    from neurochunk.pipeline.simulation import window_counts
+
+    plan = brunel_network(5000, rule="fixed_probability", seed=8, chunk=1250, v_init={"uniform": [10.0, 20.0]}).plan()
+    cpu = Runner(SpikingStep(plan, batch_steps=80), initial_state(plan), progress=False)
+    cpu.run(160)
+    steps = np.concatenate([r.outputs["spikes"][0] for r in cpu.reports])
+    gids = np.concatenate([r.outputs["spikes"][1] for r in cpu.reports])
+    assert len(steps) > 1000
+    for exchange in ("gather", "direct"):
+        step = SpikingStep(plan, batch_steps=80, backend="gpu", exchange=exchange, record="rates")
+        gpu = Runner(step, initial_state(plan, "gpu", gpu_client), client=gpu_client, progress=False)
+        gpu.run(160)
+        counts = np.concatenate([r.outputs["counts"] for r in gpu.reports])
+        np.testing.assert_array_equal(counts, window_counts(steps, gids, plan.offsets, 0, 160), err_msg=exchange)

@@ -203,7 +203,8 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
                        const double* gs, int* ctl, const double* total, u64* rec, const u64* ids,
                        int* cand, int S, const int* ent, int* nent, int cap, int P,
                        double* floorb, unsigned long long* outside_bits, int k, long long* hist_out,
-                       double* sums_out, float* top_s_out, u64* top_i_out, int* invalid, int* invalid_out) {
+                       double* sums_out, float* top_s_out, u64* top_i_out, int* invalid, int* invalid_out,
+                       int exact, int* rb, unsigned long long* rbo) {
     extern __shared__ unsigned char smem[];
     float* kv = (float*)smem;
     u64* kid = (u64*)(smem + 4 * (size_t)P);
@@ -277,11 +278,15 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     }
     __syncthreads();
     if (tid == 0) {
-        unsigned long long ob = atomicMax(outside_bits, evicted_max);
-        double out = __longlong_as_double((long long)(ob > evicted_max ? ob : evicted_max));
-        int bad = nent[0] > cap || !(vis(out, g) < kv[k - 1]);
+        unsigned long long ob = atomicMax(outside_bits, evicted_max);  // the bound before the evicted
+        // the evicted lost to every kept candidate, so in exact mode only the memories left out of the merge
+        // (bounded by ob) must rank below the k-th; the flag-only mode also counts the evicted
+        double out = __longlong_as_double((long long)(exact || ob > evicted_max ? ob : evicted_max));
+        int over = nent[0] > cap;
+        int bad = over || !(vis(out, g) < kv[k - 1]);
         if (bad) atomicAdd(invalid, 1);
         invalid_out[it] = bad;
+        if (exact && bad) { rb[0] = over ? 1 : 2; rb[5] = nent[0]; rbo[1] = ob; }
         floorb[0] = __longlong_as_double((long long)kept_min);
         sums_out[it] = __dmul_rn(g, total[0]);
         nent[0] = 0;
@@ -289,11 +294,249 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
         ctl[2] = ctl[2] + 1;
     }
 }
+
+// ---- the exact fallback, on the iterations whose merge cannot prove the top-k (launched every iteration,
+// each kernel returns at once unless rb[0] asks for it) ----
+// rb[0]: state (0 none, 1 merge the overflowing entrants, 2 pick a full-pass pool, 3 select from it),
+// rb[1]: pool size, rb[3]: merges of overflowing entrants, rb[4]: full passes, rb[5]: entrants of the iteration;
+// rbo[0]: largest base outside a full-pass pool, rbo[1]: bound on the memories left out of finish's merge
+#define RBCAP 2048
+__device__ __forceinline__ unsigned int kdigit(unsigned int hi, u64 lo, int d) {  // 8-bit digit d of the 96-bit key
+    return d < 4 ? (hi >> (24 - 8 * d)) & 0xFFu : (unsigned int)((lo >> (56 - 8 * (d - 4))) & 0xFFull);
+}
+__device__ __forceinline__ bool ktop_eq(unsigned int hi, u64 lo, unsigned int phi, u64 plo, int d) {
+    if (d == 0) return true;  // the first d digits equal
+    if (d <= 4) return (hi >> (32 - 8 * d)) == (phi >> (32 - 8 * d));
+    if (hi != phi) return false;
+    return (lo >> (64 - 8 * (d - 4))) == (plo >> (64 - 8 * (d - 4)));
+}
+__device__ __forceinline__ unsigned long long block_max(unsigned long long ob) {  // valid in thread 0
+    __shared__ unsigned long long sm[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        unsigned long long x = __shfl_down_sync(0xffffffffu, ob, o);
+        ob = x > ob ? x : ob;
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    if (lane == 0) sm[warp] = ob;
+    __syncthreads();
+    if (warp == 0) {
+        ob = lane < nw ? sm[lane] : 0ull;
+        for (int o = 16; o > 0; o >>= 1) {
+            unsigned long long x = __shfl_down_sync(0xffffffffu, ob, o);
+            ob = x > ob ? x : ob;
+        }
+    }
+    return ob;
+}
+// a full pass: every memory whose visible strength reaches vq goes to the pool (key parts kept), the
+// largest base of the others to rbo[0]
+__global__ void rb_gather(const u64* rec, long long n, const u64* ids, const double* gs, const int* ctl,
+                          const double* g0, int init, const int* rb, const double* vq, int* pool, u64* pkb,
+                          u64* pkid, unsigned long long* rbo, int* npool) {
+    if (rb[0] != 3) return;
+    double g = init ? g0[0] : gs[ctl[0] - 1];
+    float v0 = (float)vq[0];
+    unsigned long long ob = 0ull;
+    int lane = threadIdx.x & 31;
+    for (long long p0 = (long long)blockIdx.x * blockDim.x; p0 < n; p0 += (long long)gridDim.x * blockDim.x) {
+        long long p = p0 + threadIdx.x;
+        bool in = false;
+        u64 bb = 0ull;
+        if (p < n) {
+            bb = rec[4 * p];
+            in = vis(__longlong_as_double((long long)bb), g) >= v0;
+            if (!in && bb > ob) ob = bb;
+        }
+        unsigned int msk = __ballot_sync(0xffffffffu, in);
+        if (msk) {
+            int e0 = 0;
+            if (lane == 0) e0 = atomicAdd(npool, __popc(msk));
+            e0 = __shfl_sync(0xffffffffu, e0, 0);
+            if (in) {
+                int e = e0 + __popc(msk & ((1u << lane) - 1u));
+                pool[e] = (int)p;
+                pkb[e] = bb;
+                pkid[e] = ids[p];
+            }
+        }
+    }
+    ob = block_max(ob);
+    if (threadIdx.x == 0 && ob) atomicMax(&rbo[0], ob);
+}
+// one block. stage 1: state 1 merges the candidates with the entrants finish could not take (exact selection
+// below), keeps it if the bound proves the k-th, else falls to state 2; state 2 picks the full-pass pool from
+// the bucket counts (state 3). stage 3: state 3 selects the best from the full-pass pool.
+__global__ void rb_fix(int stage, int init, int* rb, unsigned long long* rbo, double* vq, int* pool, u64* pkb,
+                       u64* pkid, const int* ent, int cap, int* cand, int S, int k, u64* rec, const u64* ids,
+                       const unsigned long long* cnt, const double* bnd, const double* gs, const int* ctl,
+                       const double* g0, unsigned long long* outside_bits, double* floorb, float* top_s_out,
+                       u64* top_i_out, int* invalid_out) {
+    __shared__ float kv[RBCAP];
+    __shared__ u64 kid[RBCAP];
+    __shared__ int kp[RBCAP];
+    __shared__ unsigned long long csum[1024];
+    __shared__ unsigned int hist[256];
+    __shared__ unsigned int s_phi, s_above;
+    __shared__ u64 s_plo;
+    __shared__ int s_state, s_need, s_done, s_d, s_cnt;
+    __shared__ unsigned long long s_ob, s_min;
+    int tid = threadIdx.x, nt = blockDim.x;
+    if (tid == 0) s_state = rb[0];
+    __syncthreads();
+    int st = s_state;
+    if (stage == 1 ? (st != 1 && st != 2) : st != 3) return;
+    int it = init ? 0 : ctl[0] - 1;
+    double g = init ? g0[0] : gs[it];
+    int M = 0;
+    if (st == 1) {  // the candidates and the entrants finish left out (those it merged are in or below them)
+        M = S + rb[5] - cap;
+        for (int i = tid; i < M; i += nt) {
+            int p = i < S ? cand[i] : ent[cap + i - S];
+            if (i < S) rec[4 * (long long)p + 2] &= ~INC_BIT;
+            pool[i] = p;
+            pkb[i] = rec[4 * (long long)p];
+            pkid[i] = ids[p];
+        }
+    } else if (st == 3) {
+        M = rb[1];
+    }
+    if (st != 2) {
+        // exact selection of the best S (visible strength down, id up; keys unique) by 8-bit radix digits of
+        // the 96-bit key (float bits, ~id), until at most RBCAP entries reach the selected prefix
+        if (tid == 0) { s_phi = 0u; s_plo = 0ull; s_need = S; s_above = 0u; s_d = 0; s_done = M <= RBCAP; }
+        __syncthreads();
+        while (!s_done) {
+            int d = s_d;
+            unsigned int phi = s_phi;
+            u64 plo = s_plo;
+            for (int i = tid; i < 256; i += nt) hist[i] = 0u;
+            __syncthreads();
+            for (int i = tid; i < M; i += nt) {
+                unsigned int hi = __float_as_uint(vis(__longlong_as_double((long long)pkb[i]), g));
+                u64 lo = ~pkid[i];
+                if (ktop_eq(hi, lo, phi, plo, d)) atomicAdd(&hist[kdigit(hi, lo, d)], 1u);
+            }
+            __syncthreads();
+            if (tid == 0) {
+                unsigned int need = (unsigned int)s_need, acc = 0u;
+                int c = 255;
+                for (; c > 0; c--) {
+                    if (acc + hist[c] >= need) break;
+                    acc += hist[c];
+                }
+                s_need = (int)(need - acc);
+                s_above += acc;
+                if (d < 4) s_phi = phi | ((unsigned int)c << (24 - 8 * d));
+                else s_plo = plo | ((u64)c << (56 - 8 * (d - 4)));
+                s_done = s_above + hist[c] <= RBCAP || d == 11;
+                s_d = d + 1;
+            }
+            __syncthreads();
+        }
+        if (tid == 0) { s_cnt = 0; s_ob = 0ull; s_min = 0xFFFFFFFFFFFFFFFFull; }
+        __syncthreads();
+        unsigned int lphi = s_phi;  // every key at or above (lphi, lplo) is collected, the rest only bounded
+        u64 lplo = s_plo;
+        unsigned long long ob = 0ull;
+        for (int i = tid; i < M; i += nt) {
+            u64 bb = pkb[i];
+            unsigned int hi = __float_as_uint(vis(__longlong_as_double((long long)bb), g));
+            u64 lo = ~pkid[i];
+            if (hi > lphi || (hi == lphi && lo >= lplo)) {
+                int e = atomicAdd(&s_cnt, 1);
+                if (e < RBCAP) { kv[e] = __uint_as_float(hi); kid[e] = ~lo; kp[e] = i; }
+            } else if (bb > ob) ob = bb;
+        }
+        __syncthreads();
+        int C = min(s_cnt, RBCAP);
+        int Pn = 2;
+        while (Pn < C) Pn <<= 1;
+        for (int i = C + tid; i < Pn; i += nt) { kv[i] = -1.0f; kid[i] = 0xFFFFFFFFFFFFFFFFull; kp[i] = -1; }
+        __syncthreads();
+        for (int size = 2; size <= Pn; size <<= 1) {
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                for (int i = tid; i < Pn; i += nt) {
+                    int j = i ^ stride;
+                    if (j > i) {
+                        bool sw = (i & size) == 0 ? better(kv, kid, j, i) : better(kv, kid, i, j);
+                        if (sw) {
+                            float tv = kv[i]; kv[i] = kv[j]; kv[j] = tv;
+                            u64 ti = kid[i]; kid[i] = kid[j]; kid[j] = ti;
+                            int tp = kp[i]; kp[i] = kp[j]; kp[j] = tp;
+                        }
+                    }
+                }
+                __syncthreads();
+            }
+        }
+        bool keep = st == 3 || vis(__longlong_as_double((long long)rbo[1]), g) < kv[k - 1];
+        if (keep) {
+            unsigned long long mn = 0xFFFFFFFFFFFFFFFFull;
+            for (int i = tid; i < C; i += nt) {
+                int e = kp[i];
+                u64 bb = pkb[e];
+                if (i < S) {
+                    int p = pool[e];
+                    cand[i] = p;
+                    rec[4 * (long long)p + 2] |= INC_BIT;
+                    if (bb < mn) mn = bb;
+                } else if (bb > ob) ob = bb;
+            }
+            if (ob) atomicMax(&s_ob, ob);
+            atomicMin(&s_min, mn);
+            if (!init) for (int i = tid; i < k; i += nt) {
+                top_s_out[(long long)it * k + i] = kv[i];
+                top_i_out[(long long)it * k + i] = kid[i];
+            }
+            __syncthreads();
+            if (tid == 0) {
+                unsigned long long rest = st == 1 ? outside_bits[0] : rbo[0];
+                outside_bits[0] = s_ob > rest ? s_ob : rest;
+                floorb[0] = __longlong_as_double((long long)s_min);
+                if (s_cnt > RBCAP || C < S) rb[6] += 1;  // cannot happen (keys are unique); counted if it does
+                if (!init) { invalid_out[it] = st == 1 ? 2 : 3; rb[st == 1 ? 3 : 4] += 1; }
+                rb[0] = 0;
+            }
+            return;
+        }
+        st = 2;  // the merge cannot prove the k-th: a full pass
+        __syncthreads();
+    }
+    // state 2: the pool of the full pass, from the highest buckets holding more than S memories
+    for (int i = tid; i < S; i += nt) rec[4 * (long long)cand[i] + 2] &= ~INC_BIT;
+    int ncnt = ctl[1] + 1;
+    int per = (ncnt + nt - 1) / nt;
+    unsigned long long sacc = 0ull;
+    for (int q = tid * per; q < min(ncnt, (tid + 1) * per); q++) sacc += cnt[q];
+    csum[tid] = sacc;
+    __syncthreads();
+    if (tid == 0) {
+        unsigned long long acc = 0ull, want = (unsigned long long)S + 1ull;
+        int q = 0;
+        for (int c = nt - 1; c >= 0; c--) {
+            if (acc + csum[c] >= want) {
+                for (int qq = min(ncnt, (c + 1) * per) - 1; qq >= c * per; qq--) {
+                    acc += cnt[qq];
+                    if (acc >= want) { q = qq; break; }
+                }
+                break;
+            }
+            acc += csum[c];
+        }
+        // b >= bnd[q-1] for every memory in buckets >= q; the pool takes every memory whose visible strength
+        // reaches that of bnd[q-1], so the rest rank strictly below it
+        vq[0] = q > 0 ? (double)vis(bnd[q - 1], g) : -1.0;
+        rb[1] = 0;
+        rbo[0] = 0ull;
+        rb[0] = 3;
+    }
+}
 }
 """
 
 _MODULE: Any = None
 _KERNELS = ("link", "apply", "finish")
+_FALLBACK = ("rb_fix1", "rb_gather", "rb_fix3")
 
 
 def _kernel(name: str) -> Any:
@@ -320,13 +563,22 @@ def _plan(scale: float, w: int, f: float, edges: np.ndarray) -> tuple[bool, np.n
 class ScaledPartitionGPU:
     """One partition in the lazily scaled representation on the GPU (keyed reinforcement stream).
 
-    ``slack + k`` candidates plus ``cap`` entrants per iteration must be a power of two;
-    an iteration whose entrants overflow ``cap`` or whose candidates cannot be shown
-    exact is counted in ``invalid`` (its top-k is then not guaranteed).
+    ``size`` candidates plus ``cap`` entrants merged per iteration by one block must be a power of two.
+    With ``exact`` (the default), an iteration whose entrants overflow ``cap`` or whose merge cannot prove
+    the top-k is fixed on the device in the same CUDA graph: first an exact radix selection over the
+    candidates and every entrant (all entrants are kept), then, if the bound still cannot prove the k-th, a
+    full pass over the memories whose visible strength reaches a bucket threshold; every iteration's top-k
+    is then exact. With ``exact=False`` (round 3's path) such iterations are only counted in ``invalid``.
+    ``rebucket`` ('global' or 'shared' bucket-count atomics) and ``top_init`` ('device': the fallback's full
+    pass; 'cupy': cupy selection and a sort) choose the window set-up's variants.
     """
 
     def __init__(self, ids: Any, strength: Any, k: int, bins: int, window: int = 128, size: int = 512,
-                 cap: int = 1536) -> None:
+                 cap: int = 1536, exact: bool = True, rebucket: str = "global", top_init: str = "device") -> None:
+        if rebucket not in ("global", "shared") or top_init not in ("device", "cupy"):
+            raise ValueError(f"rebucket must be 'global' or 'shared', top_init 'device' or 'cupy' "
+                             f"(got {rebucket!r}, {top_init!r})")
+        self.exact, self.rebucket_mode, self.top_init_mode = exact, rebucket, top_init
         n = int(ids.shape[0])
         if n <= size or n >= 2**31 or k > size or (size + cap) & (size + cap - 1) or bins > 1024:
             raise ValueError(f"need n > size >= k, size + cap a power of two, bins <= 1024 (n={n}, size={size}, "
@@ -355,12 +607,20 @@ class ScaledPartitionGPU:
         self.ctl = cp.asarray(np.array([0, 0, 1], np.int32))
         self.total = cp.zeros(1, cp.float64)
         self.cand = cp.zeros(size, cp.int32)
-        self.ent = cp.zeros(cap, cp.int32)
+        self.ent = cp.zeros(cap, cp.int32)  # exact mode: resized to hold every entrant (see _setup_stream)
         self.nent = cp.zeros(1, cp.int32)
         self.floorb = cp.zeros(1, cp.float64)
         self.outside = cp.zeros(1, cp.uint64)
         self.invalid = cp.zeros(1, cp.int32)
-        self.invalid_out = cp.zeros(window, cp.int32)
+        self.invalid_out = cp.zeros(window, cp.int32)  # 1 flagged, 2 fixed by the merge, 3 by a full pass
+        self.rb = cp.zeros(8, cp.int32)  # fallback state and counters (see the kernel source)
+        self.rbo = cp.zeros(2, cp.uint64)
+        self.vq = cp.zeros(1, cp.float64)
+        self.g0 = cp.zeros(1, cp.float64)
+        self.pool = cp.zeros(n + size, cp.int32)  # the fallback's pool: positions, base bits, ids
+        self.pkb = cp.zeros(n + size, cp.uint64)
+        self.pkid = cp.zeros(n + size, cp.uint64)
+        self.setup_parts: dict[str, list[float]] = {"rebucket": [], "top_init": []}  # CUDA-event ms
         self.hist_out = cp.zeros((window, bins), cp.int64)
         self.sums_out = cp.zeros(window, cp.float64)
         self.top_s_out = cp.zeros((window, k), cp.float32)
@@ -410,6 +670,65 @@ class ScaledPartitionGPU:
         self.outside[:] = np.array([outside], np.float64).view(np.uint64)[0]
         self.floorb[:] = base_h[order[:size]].min()
 
+    def _fix_args(self, stage: int, init: int) -> tuple:
+        return (np.int32(stage), np.int32(init), self.rb, self.rbo, self.vq, self.pool, self.pkb, self.pkid, self.ent,
+                np.int32(self.cap), self.cand, np.int32(self.size), np.int32(self.k), self.rec, self.ids, self.cnt,
+                self.bnd, self.gs, self.ctl, self.g0, self.outside, self.floorb, self.top_s_out, self.top_i_out,
+                self.invalid_out)
+
+    def _gather_args(self, init: int) -> tuple:
+        return (self.rec, np.int64(self.n), self.ids, self.gs, self.ctl, self.g0, np.int32(init), self.rb, self.vq,
+                self.pool, self.pkb, self.pkid, self.rbo, self.rb[1:])
+
+    def _fallback(self, init: int, mark: Any = None) -> None:
+        _kernel("rb_fix")((1,), (1024,), self._fix_args(1, init))
+        if mark:
+            mark()
+        _kernel("rb_gather")((2 * self.sms,), (1024,), self._gather_args(init))
+        if mark:
+            mark()
+        _kernel("rb_fix")((1,), (1024,), self._fix_args(3, init))
+
+    def _top_init_device(self) -> None:
+        """The first candidates through the fallback's full pass (one pass over the records, then a radix
+        selection in one block): the best ``size`` memories in visible order and the largest other base."""
+        self.g0.fill(self.scale)
+        self.rb[0] = 2
+        self._fallback(1)
+
+    def _rebucket(self, nb: int) -> None:
+        self.cnt[:] = 0
+        args = (self.rec, np.int64(self.n), self.bnd, self.ctl, self.cnt)
+        if self.rebucket_mode == "shared" and 4 * (nb + 1) <= 48 * 1024:
+            _kernel("rebucket_shared")((2 * self.sms,), (1024,), args, shared_mem=4 * (nb + 1))
+        else:
+            _kernel("rebucket")(((self.n + 255) // 256,), (256,), args)
+
+    def setup_profile(self, reps: int = 3) -> dict[str, float]:
+        """Median CUDA-event ms of each window set-up variant on the current state (after a run): re-bucketing
+        with global or shared-memory count atomics, the first top-k on the device or with cupy."""
+        nb = int(cp.asnumpy(self.ctl[1:2])[0])
+        keep = self.rebucket_mode
+        out: dict[str, float] = {}
+        with self.stream:
+            for name, fn in (("rebucket global", lambda: (setattr(self, "rebucket_mode", "global"),
+                                                          self._rebucket(nb))),
+                             ("rebucket shared", lambda: (setattr(self, "rebucket_mode", "shared"),
+                                                          self._rebucket(nb))),
+                             ("top init device", self._top_init_device),
+                             ("top init cupy", lambda: self._top_init(nb))):
+                ms = []
+                for _ in range(reps):
+                    a, b = cp.cuda.Event(), cp.cuda.Event()
+                    a.record(self.stream)
+                    fn()
+                    b.record(self.stream)
+                    b.synchronize()
+                    ms.append(cp.cuda.get_elapsed_time(a, b))
+                out[name] = float(np.median(ms))
+        self.rebucket_mode = keep
+        return out
+
     def _iteration(self, marks: list[Any] | None = None) -> None:
         m, n = self.m, self.n
 
@@ -426,16 +745,21 @@ class ScaledPartitionGPU:
         mark()
         _kernel("apply")(blocks, (256,), (self.rdeltas, np.int32(m), self.pos, self.nxt, self.gs, self.steps,
                                           self.ctl, self.rec, self.cnt, self.bnd, self.total, self.floorb, self.ent,
-                                          self.nent, np.int32(self.cap), self.outside))
+                                          self.nent, np.int32(len(self.ent) if self.exact else self.cap),
+                                          self.outside))
         mark()
         P = self.size + self.cap
         _kernel("finish")((1,), (1024,), (self.cnt, self.rank, np.int32(self.bins), np.int64(n), self.gs, self.ctl,
                                           self.total, self.rec, self.ids, self.cand, np.int32(self.size), self.ent,
                                           self.nent, np.int32(self.cap), np.int32(P), self.floorb,
                                           self.outside, np.int32(self.k), self.hist_out, self.sums_out,
-                                          self.top_s_out, self.top_i_out, self.invalid, self.invalid_out),
+                                          self.top_s_out, self.top_i_out, self.invalid, self.invalid_out,
+                                          np.int32(self.exact), self.rb, self.rbo),
                           shared_mem=16 * P)
         mark()
+        if self.exact:
+            self._fallback(0, mark)
+            mark()
 
     def _setup_stream(self, seed: int, id_seed: int, n_pool: int, n_draws: int, max_delta: float,
                       min_delta: float) -> None:
@@ -448,6 +772,8 @@ class ScaledPartitionGPU:
             self.rdeltas = cp.zeros(max(n_draws, 1), cp.float32)
             self.pos = cp.zeros(max(n_draws, 1), cp.int64)
             self.nxt = cp.zeros(max(n_draws, 1), cp.int32)
+            if self.exact:  # room for every entrant: a memory enters at most once an iteration
+                self.ent = cp.zeros(max(self.cap, min(n_draws, self.n)), cp.int32)
             self.graph = None
 
     def run(self, t0: int, n_it: int, rate: float, seed: int, id_seed: int, n_pool: int, n_draws: int,
@@ -461,7 +787,8 @@ class ScaledPartitionGPU:
         k, bins = self.k, self.bins
         out = {"sums": np.zeros(n_it), "maxima": np.zeros(n_it), "top_s": np.zeros((n_it, k), np.float32),
                "top_i": np.zeros((n_it, k), np.uint64), "hist": np.zeros(bins, np.int64),
-               "invalid_it": np.zeros(n_it, np.bool_)}
+               "invalid_it": np.zeros(n_it, np.bool_), "fixed_merge_it": np.zeros(n_it, np.bool_),
+               "fixed_full_it": np.zeros(n_it, np.bool_)}
         t_run = time.perf_counter()
         with self.stream:
             self.total[:] = self.base.sum()
@@ -483,16 +810,18 @@ class ScaledPartitionGPU:
                 self.gs[:w] = cp.asarray(gs)
                 self.steps[:w] = cp.asarray(np.arange(t0 + i, t0 + i + w, dtype=np.int64))
                 self.ctl[:2] = cp.asarray(np.array([0, len(bnd)], np.int32))
-                self.cnt[:] = 0
-                args = (self.rec, np.int64(self.n), self.bnd, self.ctl, self.cnt)
-                if 4 * (len(bnd) + 1) <= 48 * 1024:
-                    _kernel("rebucket_shared")((2 * self.sms,), (1024,), args, shared_mem=4 * (len(bnd) + 1))
-                else:
-                    _kernel("rebucket")(((self.n + 255) // 256,), (256,), args)
+                ev = [cp.cuda.Event() for _ in range(3)]
+                ev[0].record(self.stream)
+                self._rebucket(len(bnd))
+                ev[1].record(self.stream)
                 if i == 0:
-                    self._top_init(len(bnd))
+                    if self.top_init_mode == "device":
+                        self._top_init_device()
+                    else:
+                        self._top_init(len(bnd))
+                ev[2].record(self.stream)
                 if use_graph and self.graph is None and not self.graph_error:
-                    for name in _KERNELS:
+                    for name in (*_KERNELS, "rb_fix", "rb_gather"):
                         _kernel(name)  # load every function before capturing
                     try:
                         self.stream.begin_capture()
@@ -505,6 +834,9 @@ class ScaledPartitionGPU:
                         self.ctl[:2] = cp.asarray(np.array([0, len(bnd)], np.int32))
                 self.stream.synchronize()
                 self.setup_s.append(time.perf_counter() - t_setup)
+                self.setup_parts["rebucket"].append(cp.cuda.get_elapsed_time(ev[0], ev[1]))
+                if i == 0:
+                    self.setup_parts["top_init"].append(cp.cuda.get_elapsed_time(ev[1], ev[2]))
                 events = [cp.cuda.Event() for _ in range(w + 1)]
                 events[0].record(self.stream)
                 for j in range(w):
@@ -520,8 +852,9 @@ class ScaledPartitionGPU:
                     plan = _plan(float(gs[-1]), min(self.window, n_it - i - w), f, self.edges)
                 events[w].synchronize()
                 if self.kernel_ms is not None:
+                    names = (*_KERNELS, *_FALLBACK) if self.exact else _KERNELS
                     for marks in self._marks:
-                        for name, a, b in zip(_KERNELS, marks[:-1], marks[1:]):
+                        for name, a, b in zip(names, marks[:-1], marks[1:]):
                             self.kernel_ms.setdefault(name, []).append(cp.cuda.get_elapsed_time(a, b))
                     self._marks = []
                 self.iter_ms += [cp.cuda.get_elapsed_time(events[j], events[j + 1]) for j in range(w)]
@@ -530,17 +863,50 @@ class ScaledPartitionGPU:
                 out["top_s"][i : i + w] = cp.asnumpy(self.top_s_out[:w])
                 out["top_i"][i : i + w] = cp.asnumpy(self.top_i_out[:w])
                 out["maxima"][i : i + w] = out["top_s"][i : i + w, 0]
-                out["invalid_it"][i : i + w] = cp.asnumpy(self.invalid_out[:w]) != 0
+                flags = cp.asnumpy(self.invalid_out[:w])
+                out["invalid_it"][i : i + w] = flags == 1
+                out["fixed_merge_it"][i : i + w] = flags == 2
+                out["fixed_full_it"][i : i + w] = flags == 3
                 out["hist"] = cp.asnumpy(self.hist_out[w - 1])
                 i += w
         self.run_s.append(time.perf_counter() - t_run)
-        out["invalid"] = int(self.invalid[0])
+        out["invalid"] = int(out["invalid_it"].sum())  # iterations whose top-k is not guaranteed (exact=False)
+        out["fixed_merge"] = int(out["fixed_merge_it"].sum())
+        out["fixed_full"] = int(out["fixed_full_it"].sum())
+        if int(cp.asnumpy(self.rb[6:7])[0]):
+            raise RuntimeError("the exact fallback's selection overflowed (a bug: keys are unique)")
         return out
 
 
+def _bench_row(n: int, ids: Any, s0: Any, k: int, bins: int, iterations: int, floor_us: float, label: str,
+               **variant: Any) -> tuple[str, ScaledPartitionGPU]:
+    part = ScaledPartitionGPU(ids, s0, k, bins, **variant)
+    part.run(0, 8, 0.01, 1, 0, n, n // 100, 0.2)  # compile, capture, warm up
+    part.iter_ms.clear()
+    part.setup_s.clear()
+    part.run_s.clear()
+    part.setup_parts = {"rebucket": [], "top_init": []}
+    got = part.run(8, iterations, 0.01, 1, 0, n, n // 100, 0.2)
+    it = 1e3 * np.array(part.iter_ms)
+    setup_ms = 1e3 * float(np.mean(part.setup_s))
+    e2e = 1e6 * part.run_s[-1] / iterations
+    fixed = got["fixed_merge_it"] | got["fixed_full_it"]
+    plain = it[~fixed & ~got["invalid_it"]]
+    fm = it[got["fixed_merge_it"]]
+    ff = it[got["fixed_full_it"]]
+    med = lambda a: f"{np.median(a):.1f}" if len(a) else "-"
+    row = (f"| {n:,} | {label} | {floor_us:.1f} | {np.median(it):.1f} | {it.mean():.1f} | "
+           f"{np.percentile(it, 90):.1f} | {np.median(it) / floor_us:.2f}x | {setup_ms:.2f} | {np.median(part.setup_parts['rebucket']):.2f} | "
+           f"{np.median(part.setup_parts['top_init']):.2f} | {e2e:.1f} | {e2e / floor_us:.2f}x | {got['invalid']} | "
+           f"{got['fixed_merge']} ({med(fm)}) | {got['fixed_full']} ({med(ff)}) | {med(plain)} | "
+           f"{'yes' if part.graph is not None else 'no: ' + part.graph_error} |")
+    return row, part
+
+
 def benchmark(sizes: list[int], iterations: int = 256, k: int = 100, bins: int = 64) -> None:
-    """Per-iteration GPU time of the lazily scaled iteration (CUDA graph replays, CUDA events, median), with
-    the round-1 rows (plain cupy, exact ``memory_gpu.block``) of the same run beside it."""
+    """Per-iteration GPU time of the lazily scaled iteration (CUDA graph replays, CUDA events, median), exact
+    (round 4) and flag-only (round 3) beside each other, with the round-1 rows (plain cupy, exact
+    ``memory_gpu.block``) of the same run, and the window set-up's variants timed apart."""
     from .memory_gpu import _bench_size, _copy_bandwidth
 
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
@@ -553,31 +919,33 @@ def benchmark(sizes: list[int], iterations: int = 256, k: int = 100, bins: int =
     for n in sizes:
         print(_bench_size(n, 50, k, bins), flush=True)
         cp.get_default_memory_pool().free_all_blocks()
-    print("\nlazily scaled, one iteration = one CUDA graph replay (CUDA events around each replay):\n")
-    print("| memories | decay floor us | median iter us | mean iter us | p90 iter us | median / floor | "
-          "window set-up ms (per 128 it.) | end-to-end us / iter | end-to-end / floor | invalid | graph |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(f"\nlazily scaled, one iteration = one CUDA graph replay (CUDA events around each replay), {iterations} "
+          "iterations after 8 of warm-up; set-up parts are CUDA-event ms; fixed: iterations whose top-k the "
+          "fallback made exact (median us of those iterations):\n")
+    print("| memories | path | decay floor us | median iter us | mean iter us | p90 iter us | median / floor | "
+          "window set-up ms (mean) | rebucket ms | first top-k ms | end-to-end us / iter | end-to-end / floor | "
+          "not guaranteed | fixed by merge (us) | fixed by full pass (us) | other iters median us | graph |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     notes = []
     for n in sizes:
         ids = cp.sort(cp.asarray(K.keyed_ids(0, n)))
         s0 = cp.asarray(np.random.default_rng(0).random(n, dtype=np.float32))
         floor_us = 8 * n / (_copy_bandwidth() * 1e9) * 1e6
-        part = ScaledPartitionGPU(ids, s0, k, bins)
-        part.run(0, 8, 0.01, 1, 0, n, n // 100, 0.2)  # compile, capture, warm up
-        part.iter_ms.clear()
-        part.setup_s.clear()
-        part.run_s.clear()
-        got = part.run(8, iterations, 0.01, 1, 0, n, n // 100, 0.2)
-        it = 1e3 * np.array(part.iter_ms)
-        setup_ms = 1e3 * float(np.mean(part.setup_s))
-        e2e = 1e6 * part.run_s[-1] / iterations
-        print(f"| {n:,} | {floor_us:.1f} | {np.median(it):.1f} | {it.mean():.1f} | {np.percentile(it, 90):.1f} | "
-              f"{np.median(it) / floor_us:.2f}x | {setup_ms:.2f} | {e2e:.1f} | {e2e / floor_us:.2f}x | "
-              f"{got['invalid']} | {'yes' if part.graph is not None else 'no: ' + part.graph_error} |", flush=True)
+        for label, variant in (("round 3: flag only, shared rebucket, cupy first top-k",
+                                {"exact": False, "rebucket": "shared", "top_init": "cupy"}),
+                               ("round 4: exact", {})):
+            row, part = _bench_row(n, ids, s0, k, bins, iterations, floor_us, label, **variant)
+            print(row, flush=True)
+            if variant:
+                del part
+                cp.get_default_memory_pool().free_all_blocks()
+        prof = part.setup_profile()
         part.kernel_ms = {}
         part.run(8 + iterations, 16, 0.01, 1, 0, n, n // 100, 0.2, use_graph=False)
-        notes.append(f"{n:,}: id index built in {1e3 * part.index_s:.1f} ms; per kernel (plain launches, median "
-                     f"us): " + ", ".join(f"{name} {1e3 * np.median(v):.1f}" for name, v in part.kernel_ms.items()))
+        notes.append(f"{n:,}: id index built in {1e3 * part.index_s:.1f} ms; set-up variants (median of 3, ms): "
+                     + ", ".join(f"{a} {v:.2f}" for a, v in prof.items())
+                     + "; per kernel of the exact path (plain launches, median us): "
+                     + ", ".join(f"{name} {1e3 * np.median(v):.1f}" for name, v in part.kernel_ms.items()))
         del part, ids, s0
         cp.get_default_memory_pool().free_all_blocks()
     print("\n" + "\n".join(notes), flush=True)

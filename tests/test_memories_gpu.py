@@ -117,3 +117,57 @@ def test_scaled_gpu_graph_equals_plain_launches(rng):
     np.testing.assert_array_equal(cp.asnumpy(a.last_step), cp.asnumpy(b.last_step))
     for key in ("hist", "maxima", "top_i", "top_s", "invalid_it"):
         np.testing.assert_array_equal(ra[key], rb[key])
+
+
+@pytest.mark.parametrize(("size", "cap"), [(512, 1536), (128, 128)])
+def test_scaled_gpu_exact_under_ties_and_heavy_reinforcement(rng, size, cap):
+    """Iterations that overflow the entrant buffer (thousands of memories clipped to 1.0 tie and all enter)
+    or whose bound cannot prove the top-k: every iteration's top-k equals the CPU twin's."""
+    from neurochunk.kernels.memory_scaled import ScaledPartition
+    from neurochunk.kernels.memory_scaled_gpu import ScaledPartitionGPU
+
+    n, k, bins, iters = 200_000, 20, 16, 30
+    ids = np.sort(K.keyed_ids(5, n))
+    s = rng.random(n).astype(np.float32)
+    s[rng.permutation(n)[: n // 4]] = 1.0  # 50,000 ties at the start: the first top-k selects by id
+    seed = int(rng.integers(1 << 30))
+    draws, hi, lo = 20_000, 1.0, -0.3  # 10% reinforced, thousands clipped to 1.0 every iteration
+    count, last = np.zeros(n, np.uint32), np.zeros(n, np.int64)
+    cpu = ScaledPartition(ids, s, count, last, k, bins, window=16)
+    want = cpu.run(0, iters, 0.02, mb.KeyedSource(seed, 5, n + 500, draws, hi, lo))
+    runs = {}
+    for exact in (True, False):
+        gpu = ScaledPartitionGPU(cp.asarray(ids), cp.asarray(s), k, bins, window=16, size=size, cap=cap, exact=exact)
+        runs[exact] = gpu.run(0, iters, 0.02, seed, 5, n + 500, draws, hi, lo)
+        np.testing.assert_array_equal(cp.asnumpy(gpu.strength()), cpu.strength())
+        np.testing.assert_array_equal(cp.asnumpy(gpu.count), count)
+    got = runs[True]
+    assert got["invalid"] == 0
+    assert got["fixed_merge"] + got["fixed_full"] > 0
+    assert runs[False]["invalid"] > 0  # the flag-only path meets the same iterations and cannot fix them
+    for t in range(iters):
+        np.testing.assert_array_equal(got["top_i"][t], want["top_i"][t], err_msg=f"iteration {t}")
+        np.testing.assert_array_equal(got["top_s"][t], want["top_s"][t].astype(np.float32), err_msg=f"iteration {t}")
+    np.testing.assert_array_equal(got["maxima"], want["maxima"])
+    np.testing.assert_array_equal(got["hist"], want["hist"])
+
+
+def test_scaled_gpu_setup_variants_agree(rng):
+    """Re-bucketing with global or shared counts and the first top-k on the device or with cupy: same results."""
+    from neurochunk.kernels.memory_scaled_gpu import ScaledPartitionGPU
+
+    n, k, bins = 150_000, 10, 16
+    ids = cp.asarray(np.sort(K.keyed_ids(6, n)))
+    s = rng.random(n).astype(np.float32)
+    s[:3000] = 1.0
+    seed = int(rng.integers(1 << 30))
+    outs = []
+    for rebucket, top_init in (("global", "device"), ("shared", "cupy")):
+        part = ScaledPartitionGPU(ids, cp.asarray(s), k, bins, window=8, rebucket=rebucket, top_init=top_init)
+        outs.append((part, part.run(0, 20, 0.05, seed, 6, n + 100, 2000, 0.5, -0.3)))
+    (a, ra), (b, rb) = outs
+    np.testing.assert_array_equal(cp.asnumpy(a.cnt), cp.asnumpy(b.cnt))
+    np.testing.assert_array_equal(cp.asnumpy(a.base), cp.asnumpy(b.base))
+    for key in ("hist", "maxima", "top_i", "top_s"):
+        np.testing.assert_array_equal(ra[key], rb[key])
+    assert ra["invalid"] == rb["invalid"] == 0

@@ -6,7 +6,9 @@ Same representation and results as the CPU :class:`~neurochunk.kernels.memory_sc
 One iteration is three kernels: draws + id lookup (a hash index, one 16-byte
 probe) + a per-memory list of draws; ordered aggregation + update + bucket move
 + top-k entrants, with the sum and the bound reduced per block; and a one-block
-kernel for the histogram and the top-k merge. Each memory is one 32-byte record
+kernel for the histogram and the top-k merge; then three kernels of an exact fallback that return at once
+unless the merge could not prove the top-k (see :class:`ScaledPartitionGPU`), so every iteration's top-k
+equals the CPU twin's. Each memory is one 32-byte record
 (base, last step, count | bucket | candidate flag, list head stamped with the
 iteration), so a reinforced memory costs one sector of traffic and no list is
 ever cleared. Per-iteration

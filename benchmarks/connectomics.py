@@ -393,11 +393,11 @@ def scenario_gpu(a: argparse.Namespace, work: Path) -> str:
             if big and chunk != max(chunks):
                 continue
             cores = os.cpu_count() or 1
-            variants = [("lz4", "chunks", cores)]
+            variants = [("lz4", "chunks", a.gpu_threads or cores)]
             if chunk == max(chunks) and not big:
                 variants += [("lz4", "slabs", cores), ("lz4", "chunks", 2 * cores), ("raw", "chunks", cores)]
             for codec, io, threads in variants:
-                for rep in range(1 if big else a.repeats):
+                for rep in range(a.big_repeats if big else a.repeats):
                     t, clock = time.perf_counter(), {}
                     ds = connected_components_resident(open_volume(src), work / "e2e.zarr", codec=codec,
                                                        timings=clock, io=io, threads=threads)
@@ -427,6 +427,9 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=4.0)
     p.add_argument("--sizes", default=None, help="gpu scenario: comma-separated edge lengths")
     p.add_argument("--gpu-chunks", default=None, help="gpu scenario: comma-separated chunk edges")
+    p.add_argument("--gpu-threads", type=int, default=0,
+                   help="gpu scenario: threads of the first (or only, above 1024^3) variant (0: one per core)")
+    p.add_argument("--big-repeats", type=int, default=1, help="gpu scenario: timed runs above 1024^3")
     p.add_argument("--again", action="store_true", help="cc: run each neurochunk job a second time in its process")
     p.add_argument("--repeats", type=int, default=2, help="gpu scenario: timed runs per configuration")
     p.add_argument("--contenders", default=None, help="comma-separated contenders instead of the scenario's own")

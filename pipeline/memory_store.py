@@ -17,6 +17,22 @@ __all__ = ["drop_resident", "io_counters", "reset_io_counters"]
 _RESIDENT: dict[tuple[str, int], tuple[str, Partition]] = {}
 _IO = {"bytes_read": 0, "partitions_read": 0, "cache_hits": 0, "bytes_written": 0}
 _LOCK = threading.Lock()
+_SCRATCH = threading.local()  # per worker thread: the padded chunk buffers of _write, reused across partitions
+
+
+def _padded(name: str, dtype: type, capacity: int, values: np.ndarray) -> np.ndarray:
+    """``values`` padded with ``FILL[name]`` to ``capacity``, in this thread's reused buffer for ``name``."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    shape = (capacity, *values.shape[1:])
+    buf = bufs.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+        buf = bufs[name] = np.empty(shape, dtype)
+    n = len(values)
+    buf[:n] = values
+    buf[n:] = FILL.get(name, 0)
+    return buf
 
 
 def io_counters() -> dict[str, int]:
@@ -58,8 +74,9 @@ def _load(replicas: ReplicaSet, token: str, commit: str | None, p: int, size: in
     with _LOCK:
         _IO["bytes_read"] += sum(a.nbytes for a in arrays.values())
         _IO["partitions_read"] += 1
-    return Partition(p, arrays["id"], arrays["strength"], arrays["count"].astype(np.uint32),
-                     arrays["last_step"].astype(np.int64), bytes_read=sum(a.nbytes for a in arrays.values()))
+    return Partition(p, arrays["id"], arrays["strength"], arrays["count"].astype(np.uint32, copy=False),
+                     arrays["last_step"].astype(np.int64, copy=False),
+                     bytes_read=sum(a.nbytes for a in arrays.values()))
 
 
 def _load_payload(replicas: ReplicaSet, commit: str | None, p: int, size: int, dim: int) -> np.ndarray:
@@ -76,13 +93,9 @@ def _write(part: Partition, replicas: ReplicaSet, token: str, commit: str, paths
                             f"{capacity}; create the bank with a larger capacity")
     written = 0
     for name, dtype in ARRAYS.items():
-        values = np.full(capacity, FILL[name], dtype)
-        values[:n] = getattr(part, name)
-        written += write_chunk(replicas, paths, name, part.index, values)
+        written += write_chunk(replicas, paths, name, part.index, _padded(name, dtype, capacity, getattr(part, name)))
     if payload is not None:
-        full = np.zeros((capacity, payload.shape[1]), np.float32)
-        full[:n] = payload
-        written += write_chunk(replicas, paths, "payload", part.index, full)
+        written += write_chunk(replicas, paths, "payload", part.index, _padded("payload", np.float32, capacity, payload))
     with _LOCK:
         if resident:  # the next graph's load of this partition, placed on this worker, starts from here
             _RESIDENT[(token, part.index)] = (commit, part)

@@ -110,8 +110,11 @@ def _state_for(token: str) -> _TierState:
         return _STATES.setdefault(token, _TierState())
 
 
+_METADATA_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")  # v3 and v2 (probed by zarr)
+
+
 def _is_metadata(key: str) -> bool:
-    return key == "zarr.json" or key.endswith("/zarr.json") or "/_commits/" in f"/{key}"
+    return key.rsplit("/", 1)[-1] in _METADATA_NAMES or "/_commits/" in f"/{key}"
 
 
 class TieredStore(WrapperStore[Store]):
@@ -343,6 +346,7 @@ class TieredStore(WrapperStore[Store]):
     ) -> Buffer | None:
         if _is_metadata(key):
             return await self._store.get(key, prototype, byte_range)
+        await self._await_prefetch(key)
         data = await self._get_bytes(key, prototype)
         self._schedule_prefetch(key, prototype)
         if data is None:
@@ -527,6 +531,14 @@ class TieredStore(WrapperStore[Store]):
             await asyncio.gather(*(self._get_bytes(k, proto) for k in keys if self._ram_get(k) is None))
 
         sync(_all())
+
+    async def _await_prefetch(self, key: str) -> None:
+        """Wait for a prefetch of ``key`` already in flight (on this loop), so a read never fetches it twice."""
+        loop = asyncio.get_running_loop()
+        for task in list(self._state.pending):
+            if task.get_name() == key and not task.done() and task.get_loop() is loop:
+                await asyncio.wait({task})  # never raises: a failed prefetch is fetched again by the read
+                return
 
     def _schedule_prefetch(self, key: str, prototype: BufferPrototype) -> None:
         st = self._state

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 
 import numpy as np
 import pytest
+import zarr
 from neurochunk.stores import Dataset, TierConfig, TieredStore
 from zarr.storage import LocalStore
 
@@ -104,6 +106,25 @@ def test_prefetch_follows_declared_order(tmp_path) -> None:
     after = ds.tiers.stats()
     assert after["origin"]["requests"] == before["origin"]["requests"] == 8
     assert after["ram"]["hits"] - before["ram"]["hits"] == 8
+
+
+class _SlowStore(LocalStore):
+    """An origin that takes 50 ms per chunk, like an object store."""
+
+    async def get(self, key, prototype, byte_range=None):  # type: ignore[no-untyped-def]
+        if "/c/" in key:
+            await asyncio.sleep(0.05)
+        return await super().get(key, prototype, byte_range)
+
+
+def test_read_waits_for_a_prefetch_in_flight(tmp_path) -> None:
+    _, values = _dataset(tmp_path, TierConfig(ram_bytes=1 << 20))
+    store = TieredStore(_SlowStore(str(tmp_path / "origin.zarr"), read_only=True), TierConfig(ram_bytes=1 << 20))
+    store.declare_access_order([f"v/c/{i}" for i in range(8)], lookahead=8)
+    v = zarr.open_array(store=store, path="v", mode="r")  # zarr's probes for v2 metadata are not chunk reads
+    v[:CHUNK]
+    np.testing.assert_array_equal(v[:], values)  # at once, while chunks 1-7 are still being prefetched
+    assert store.stats()["origin"]["requests"] == 8  # each chunk fetched once
 
 
 def test_explicit_prefetch(tmp_path) -> None:

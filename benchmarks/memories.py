@@ -268,6 +268,30 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _usage() -> tuple[float, float, int]:
+    """This process's user seconds, kernel seconds and minor page faults so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime, ru.ru_minflt
+
+
+def _malloc_environ(keep_mib: int) -> dict[str, object]:
+    """Worker environment: glibc keeps up to ``keep_mib`` MiB of freed heap for reuse (0: Dask's default).
+
+    Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which also pins glibc's mmap threshold at
+    128 KiB: every decoded or encoded chunk (16 MB at 2M memories) is then a fresh ``mmap``, faulted in page by
+    page and unmapped when freed. Chunks under 32 MiB from the heap, and a trim threshold of a few
+    partitions' worth, let the next partition reuse the pages.
+    """
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    if keep_mib > 0:
+        env.update(MALLOC_MMAP_THRESHOLD_=32 * 2**20, MALLOC_TRIM_THRESHOLD_=keep_mib * 2**20)
+    return env
+
+
 def scenario_ondisk(args: argparse.Namespace) -> None:
     from distributed import Client, LocalCluster
 
@@ -277,10 +301,22 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
     limit = args.worker_memory
     print(f"# ondisk: {n:,} memories ({n * 24 / 2**30:.1f} GiB of state), {parts} partitions of ~{n // parts:,}; "
           f"2 workers x 1 thread, memory_limit {limit} each; resident=False (streamed)\n")
+    import dask
+
+    reuse = bool(args.dir) and os.path.exists(f"{root}/bank.zarr/zarr.json") and args.reuse_bank
     try:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0", memory_limit=limit) as cluster, Client(cluster) as client:
-            bank = MemoryBank.create(f"{root}/bank.zarr", partitions=parts, capacity=cap, client=client)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": _malloc_environ(args.malloc_keep)}), \
+                LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=":0", memory_limit=limit) as cluster, Client(cluster) as client:
+            print(f"# worker malloc: keep {args.malloc_keep} MiB of freed heap" if args.malloc_keep
+                  else "# worker malloc: Dask's default (MALLOC_TRIM_THRESHOLD_=65536)")
+            if reuse:
+                bank = MemoryBank.open(f"{root}/bank.zarr", client=client)
+                if bank.n_memories != n:
+                    raise ValueError(f"--reuse-bank: {root}/bank.zarr holds {bank.n_memories:,} memories, not {n:,}")
+                print(f"# reusing the ingested bank in {root} (at iteration {bank.iteration})")
+            else:
+                bank = MemoryBank.create(f"{root}/bank.zarr", partitions=parts, capacity=cap, client=client)
             batch = args.batch
 
             def batches():
@@ -291,22 +327,29 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
                            None)
 
             t0 = time.perf_counter()
-            bank.staging_dir = root
-            bank.ingest_batches(batches())
+            if not reuse:
+                bank.staging_dir = root
+                bank.ingest_batches(batches())
             ingest_s = time.perf_counter() - t0
             print(f"ingested in {ingest_s:.1f} s; peak RSS per worker so far "
                   f"{[round(v / 2**30, 2) for v in client.run(_peak_rss).values()]} GiB", flush=True)
             src = KeyedSource(seed=1, id_seed=0, n_pool=n, n_draws=n // 100)
+            u0 = client.run(_usage)
             rep = bank.run_epoch(args.iterations, src, decay_rate=0.01, commit_every=args.iterations,
                                  resident=False, progress=True)
+            u1 = client.run(_usage)
+            used = [sum(u1[w][i] - u0[w][i] for w in u1) for i in range(3)]
             peaks = client.run(_peak_rss)
             stored = sum(f.stat().st_size for f in __import__("pathlib").Path(f"{root}/bank.zarr").rglob("*")
                          if f.is_file())
         print("| measure | value |\n|---|---:|")
-        print(f"| ingest | {ingest_s:.1f} s ({n / ingest_s / 1e6:.2f} M memories/s) |")
+        print(f"| ingest | {ingest_s:.1f} s ({n / ingest_s / 1e6:.2f} M memories/s) |" if not reuse
+              else "| ingest | reused an ingested bank |")
         print(f"| epoch of {args.iterations} iterations (load, iterate, commit, streamed) | {rep.seconds:.1f} s |")
         print(f"| iteration throughput | {n * args.iterations / rep.seconds / 1e6:.1f} M memory-iterations/s |")
         print(f"| time per iteration, amortized | {1e3 * rep.seconds / args.iterations:.1f} ms |")
+        print(f"| workers' CPU in the epoch (both) | user {used[0]:.1f} s, kernel {used[1]:.1f} s, "
+              f"{used[2] / 1e6:.2f} M minor page faults |")
         print(f"| bytes read from disk in the epoch | {rep.bytes_read / 2**30:.2f} GiB (decoded) |")
         print(f"| stored on disk (all kept commits) | {stored / 2**30:.2f} GiB |")
         print(f"| peak RSS per worker | {', '.join(f'{v / 2**30:.2f} GiB' for v in peaks.values())} |")
@@ -364,6 +407,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5_000_000)
     ap.add_argument("--worker-memory", default="2GiB")
     ap.add_argument("--dir", default=None, help="where the on-disk bank goes (kept)")
+    ap.add_argument("--reuse-bank", action="store_true", help="ondisk: open the bank already in --dir, skip ingest")
+    ap.add_argument("--malloc-keep", type=int, default=64,
+                    help="ondisk: MiB of freed heap each worker's glibc keeps for reuse (0: Dask's default)")
     ap.add_argument("--sizes", default="10000000,100000000", help="GPU sizes")
     args = ap.parse_args()
     if args.scenario == "gpu-scaled":

@@ -300,7 +300,7 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
     root = args.dir or tempfile.mkdtemp(prefix="nc-mem-ondisk-")
     limit = args.worker_memory
     print(f"# ondisk: {n:,} memories ({n * 24 / 2**30:.1f} GiB of state), {parts} partitions of ~{n // parts:,}; "
-          f"2 workers x 1 thread, memory_limit {limit} each; resident=False (streamed)\n")
+          f"2 workers x 1 thread, memory_limit {limit} each; resident=False (streamed); codec {args.codec or 'lossless'}\n")
     import dask
 
     reuse = bool(args.dir) and os.path.exists(f"{root}/bank.zarr/zarr.json") and args.reuse_bank
@@ -316,7 +316,8 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
                     raise ValueError(f"--reuse-bank: {root}/bank.zarr holds {bank.n_memories:,} memories, not {n:,}")
                 print(f"# reusing the ingested bank in {root} (at iteration {bank.iteration})")
             else:
-                bank = MemoryBank.create(f"{root}/bank.zarr", partitions=parts, capacity=cap, client=client)
+                bank = MemoryBank.create(f"{root}/bank.zarr", partitions=parts, capacity=cap, client=client,
+                                         codec=args.codec)
             batch = args.batch
 
             def batches():
@@ -408,6 +409,7 @@ def main() -> None:
     ap.add_argument("--worker-memory", default="2GiB")
     ap.add_argument("--dir", default=None, help="where the on-disk bank goes (kept)")
     ap.add_argument("--reuse-bank", action="store_true", help="ondisk: open the bank already in --dir, skip ingest")
+    ap.add_argument("--codec", default=None, help="ondisk: the bank's codec preset (default lossless: blosc zstd 3)")
     ap.add_argument("--malloc-keep", type=int, default=64,
                     help="ondisk: MiB of freed heap each worker's glibc keeps for reuse (0: Dask's default)")
     ap.add_argument("--sizes", default="10000000,100000000", help="GPU sizes")

@@ -201,3 +201,17 @@ def test_bucket_index_lookup_equals_binary_search():
                                     np.array([0, 2**64 - 2], np.uint64)]))
         starts, meta = K.build_index(ids)
         np.testing.assert_array_equal(K.lookup_indexed(ids, starts, meta, q), K.lookup_sorted(ids, q))
+
+
+def test_write_buffers_are_reused_and_refilled():
+    # _write pads each array into a per-thread buffer reused across partitions: a shorter partition
+    # after a longer one must not leave the longer one's values in the padding
+    from neurochunk.pipeline.memory_store import _padded
+    from neurochunk.pipeline.memory_types import FILL
+
+    first = _padded("id", np.uint64, 8, np.arange(1, 7, dtype=np.uint64))
+    again = _padded("id", np.uint64, 8, np.array([9, 10], np.uint64))
+    assert again is first
+    np.testing.assert_array_equal(again, [9, 10] + [FILL["id"]] * 6)
+    other = _padded("id", np.uint64, 4, np.array([3], np.uint64))
+    np.testing.assert_array_equal(other, [3] + [FILL["id"]] * 3)

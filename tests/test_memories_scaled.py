@@ -104,13 +104,15 @@ def test_run_epoch_scaled_equals_reference_between_commits(tmp_path):
     np.testing.assert_array_equal(stored["last_step"], last)
 
 
-@pytest.mark.parametrize("n_partitions", [1, 3])
-def test_keyed_source_partition_equals_filtered_stream(n_partitions):
+@pytest.mark.parametrize(("n_partitions", "n_pool", "n_draws"),
+                         [(1, 5000, 3000), (3, 5000, 3000), (500, 10**9, 20000), (4, 3, 10000), (3, 5000, 0)])
+def test_keyed_source_partition_equals_filtered_stream(n_partitions, n_pool, n_draws):
+    # many partitions (shares across generation blocks) and a 3-id pool (shares far above the expected size)
     from neurochunk.pipeline.memory_ops import _own
 
-    src = KeyedSource(seed=7, id_seed=2, n_pool=5000, n_draws=3000, max_delta=0.3, min_delta=-0.1)
+    src = KeyedSource(seed=7, id_seed=2, n_pool=n_pool, n_draws=n_draws, max_delta=0.3, min_delta=-0.1)
     for t in (0, 5):
-        for p in range(n_partitions):
+        for p in range(min(n_partitions, 6)):
             ids, deltas = src.partition(t, p, n_partitions)
             want_ids, want_deltas = _own(*src(t), p, n_partitions)
             np.testing.assert_array_equal(ids, want_ids)

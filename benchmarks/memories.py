@@ -410,7 +410,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the on-disk bank goes (kept)")
     ap.add_argument("--reuse-bank", action="store_true", help="ondisk: open the bank already in --dir, skip ingest")
     ap.add_argument("--codec", default=None, help="ondisk: the bank's codec preset (default lossless: blosc zstd 3)")
-    ap.add_argument("--malloc-keep", type=int, default=64,
+    ap.add_argument("--malloc-keep", type=int, default=16,
                     help="ondisk: MiB of freed heap each worker's glibc keeps for reuse (0: Dask's default)")
     ap.add_argument("--sizes", default="10000000,100000000", help="GPU sizes")
     args = ap.parse_args()

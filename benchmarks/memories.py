@@ -281,8 +281,9 @@ def _malloc_environ(keep_mib: int) -> dict[str, object]:
 
     Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which also pins glibc's mmap threshold at
     128 KiB: every decoded or encoded chunk (16 MB at 2M memories) is then a fresh ``mmap``, faulted in page by
-    page and unmapped when freed. Chunks under 32 MiB from the heap, and a trim threshold of a few
-    partitions' worth, let the next partition reuse the pages.
+    page and unmapped when freed. Chunks under 32 MiB from the heap, and a trim threshold of 16 MiB (the
+    default; 64 MiB held 1 GiB workers at Dask's 80% pause threshold at 1e9 memories), let the next
+    partition reuse the pages.
     """
     import dask
 

@@ -192,6 +192,13 @@ def brunel(args: argparse.Namespace) -> None:
                       f"{events / wall_s:9.3g} {rate:7.1f} {_peak_rss():12.2f} | {ref_txt}", flush=True)
 
 
+def bandwidth_of_device() -> float:
+    """The GPU's measured copy bandwidth (``benchmarks/brain_gpu.py`` measures it the same way for its tables)."""
+    from brain_gpu import bandwidth
+
+    return bandwidth()
+
+
 def _peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -240,25 +247,6 @@ def stream(args: argparse.Namespace) -> None:
           f"{' / '.join(f'{v:.2f}' for v in rss.values()):>20} {_peak_rss():20.2f}")
     print(f"Brian2: not run ({n * 1250:.2g} synapses; its stored synapses alone need about "
           f"{n * 1250 * 30 / 2**30:.0f} GiB)")
-
-
-def _bandwidth() -> float:
-    import cupy as cp
-
-    x = cp.empty(2**29, cp.float32)
-    y = cp.empty_like(x)
-    cp.copyto(y, x)
-    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-    times = []
-    for _ in range(5):
-        e0.record()
-        cp.copyto(y, x)
-        e1.record()
-        e1.synchronize()
-        times.append(cp.cuda.get_elapsed_time(e0, e1) / 1e3)
-    del x, y
-    cp.get_default_memory_pool().free_all_blocks()
-    return 2 * 2**29 * 4 / float(np.median(times))
 
 
 def _gpu_brunel(net, block: int, compact: bool, budget_s: float, max_steps: int, block_major: bool = False,
@@ -332,7 +320,7 @@ def _gpu_row(n: int, syn: float, compact: bool, block: int, r: dict, bandwidth: 
 def gpu(args: argparse.Namespace) -> None:
     from neurochunk.pipeline.network import brunel_network
 
-    bandwidth = _bandwidth()
+    bandwidth = bandwidth_of_device()
     _gpu_header(bandwidth)
     for n in [int(float(v)) for v in args.sizes.split(",")]:
         net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]}, chunk=n,
@@ -345,7 +333,7 @@ def balanced(args: argparse.Namespace) -> None:
     """1e6 neurons, p = 0.1 (1e11 procedural synapses): Brunel A with J scaled by sqrt(1000 / K_E)."""
     from neurochunk.pipeline.network import brunel_network
 
-    bandwidth = _bandwidth()
+    bandwidth = bandwidth_of_device()
     _gpu_header(bandwidth)
     n = args.n
     k_e = 0.1 * (n * 4 // 5)

@@ -17,19 +17,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .volume import _find
+
 __all__ = ["Runs", "encode_runs", "label_runs"]
-
-
-@numba.njit(nogil=True, cache=True)
-def _root(parent: np.ndarray, i: int) -> int:
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
 
 
 @numba.njit(nogil=True, cache=True)
@@ -84,8 +74,8 @@ def _unite_rows(values: np.ndarray, start: np.ndarray, stop: np.ndarray, parent:
         k = j
         while k < b1 and start[k] < e:
             if values[zb, yb, start[k]] == v:
-                ra = _root(parent, r)
-                rb = _root(parent, k)
+                ra = _find(parent, r)
+                rb = _find(parent, k)
                 if ra < rb:
                     parent[rb] = ra
                 elif rb < ra:

@@ -38,6 +38,7 @@ from neurochunk.pipeline.simulation import check_backend
 from neurochunk.stores import Dataset
 
 from .config import ConfigError, Field, Section
+from .figures import save_figure
 
 __all__ = ["PARAMS", "run", "plot", "check", "network_from_params"]
 
@@ -164,10 +165,7 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         row += shown
     ax.set(xlabel="time (ms)", ylabel="neuron", title=f"spike raster ({n} spikes)", xlim=(0, t_end), ylim=(0, row))
     ax.legend(loc="upper right", markerscale=8)
-    fig.tight_layout()
-    raster = str(Path(out_dir) / "raster.png")
-    fig.savefig(raster, dpi=120)
-    plt.close(fig)
+    raster = save_figure(fig, out_dir, "raster.png")
     fig, ax = plt.subplots(figsize=(9, 3.5))
     bins = np.arange(0.0, t_end + 1.0, 1.0)
     for k, (name, (lo, hi)) in enumerate(pops.items()):
@@ -176,10 +174,7 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         ax.plot(bins[:-1], counts / (hi - lo) * 1e3, lw=0.8, color=colors[k % 5], label=name)
     ax.set(xlabel="time (ms)", ylabel="rate (Hz)", title="population rates (1 ms bins)", xlim=(0, t_end))
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    rates = str(Path(out_dir) / "rates.png")
-    fig.savefig(rates, dpi=120)
-    plt.close(fig)
+    rates = save_figure(fig, out_dir, "rates.png")
     paths = [raster, rates]
     if "v" in ds and int(ds.attrs.get("n_samples", 0)):
         k = int(ds.attrs["n_samples"])
@@ -189,8 +184,5 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
             ax.plot(vt, v[:, j], lw=0.8, label=f"neuron {ids[j]}")
         ax.set(xlabel="time (ms)", ylabel="v (mV)", title="sampled membrane potentials")
         ax.legend(loc="upper right")
-        fig.tight_layout()
-        paths.append(str(Path(out_dir) / "v.png"))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir, "v.png"))
     return paths

@@ -23,6 +23,7 @@ import numpy as np
 from neurochunk.stores import Dataset
 
 from .config import ConfigError, Field, Section
+from .figures import save_figure
 
 __all__ = ["PARAMS", "run", "plot", "check"]
 
@@ -207,8 +208,4 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
                ylabel=f"{vname} ({unit})")
     n = base.attrs.get("n_labels") or (base.attrs.get("dust") or {}).get("kept")
     fig.suptitle(f"{base.url}" + (f" — {n} labels" if n else ""))
-    fig.tight_layout()
-    path = str(Path(out_dir) / f"{Path(str(base.url)).stem}_slices.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir, f"{Path(str(base.url)).stem}_slices.png", dpi=110)]

@@ -18,6 +18,7 @@ from neurochunk.pipeline import compute_with_progress, read_array, tier_stats, w
 from neurochunk.stores import Dataset, TierConfig
 
 from .config import Field, Section
+from .figures import save_figure
 from .info import format_info
 from .run import store_options
 
@@ -73,9 +74,5 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.hist(np.asarray(sample), bins=100, color="#3b6ea8")
         ax.set(xlabel=name, ylabel="neurons", title=f"{name} of {ds.url}")
-        fig.tight_layout()
-        path = str(Path(out_dir) / f"{name}_hist.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir, f"{name}_hist.png"))
     return paths

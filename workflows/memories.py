@@ -21,6 +21,7 @@ from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank
 from neurochunk.stores import Dataset
 
 from .config import Field, Section
+from .figures import save_figure
 from .run import store_options
 
 __all__ = ["PARAMS", "default_capacity", "plot", "run"]
@@ -123,8 +124,4 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
            title=f"{bank.n_memories:,} memories, iteration {bank.iteration}")
     bx.bar(np.arange(len(counts)), counts, color="#a8603b")
     bx.set(xlabel="times reinforced", ylabel="memories", yscale="log", title="reinforcement counts")
-    fig.tight_layout()
-    path = str(Path(out_dir) / "strength_hist.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir, "strength_hist.png")]

@@ -28,6 +28,7 @@ from neurochunk.stores import Dataset
 from neurochunk.stores.events import EventWriter, read_raster
 
 from .config import ConfigError, Field, Section
+from .figures import save_figure
 from .info import format_info
 from .run import store_options
 
@@ -178,20 +179,12 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         im = axes[1].imshow(first.T, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
         axes[1].set(xlabel="time step", ylabel="unit", title=f"{dense[0]}, sample 0")
         fig.colorbar(im, ax=axes[1])
-        fig.tight_layout()
-        path = str(Path(out_dir) / "activations.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir, "activations.png", dpi=110))
         fig, ax = plt.subplots(figsize=(5, 3.5))
         vals = np.asarray(ds[dense[0]][-1]).ravel()
         ax.hist(vals, bins=100, color="#3b6ea8")
         ax.set(xlabel="activation", ylabel="count", title=f"{dense[0]} at the last step")
-        fig.tight_layout()
-        path = str(Path(out_dir) / "activations_hist.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir, "activations_hist.png", dpi=110))
     last = ds.commits.latest()
     if last is not None and "dictionary" in last.arrays:
         atoms = np.asarray(ds.commits.open(last)["dictionary"][:])
@@ -204,11 +197,7 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         im = axes[1].imshow(shown, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         axes[1].set(xlabel="unit", ylabel="atom", title=f"first {len(shown)} of {len(atoms)} atoms")
         fig.colorbar(im, ax=axes[1])
-        fig.tight_layout()
-        path = str(Path(out_dir) / "dictionary.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir, "dictionary.png", dpi=110))
     for name in ds.names:
         arr = ds[name]
         if arr.attrs.get("layout") != "events":
@@ -218,9 +207,5 @@ def plot(ds: Dataset, out_dir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.scatter(t, u, s=2, c="k", marker="|")
         ax.set(xlabel="time step (1 ms)", ylabel="unit", title=f"{name}: {int(raster.sum())} spikes")
-        fig.tight_layout()
-        path = str(Path(out_dir) / f"{name}_raster.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out_dir, f"{name}_raster.png", dpi=110))
     return paths

@@ -7,8 +7,11 @@ Scenarios (one command each; each prints its rows as they finish and a table at 
 ``python benchmarks/brain_multigpu.py strong --n 1000000000 --gpus 1,2,4``
     Strong scaling: one network on G GPUs, one chunk per GPU; efficiency = T(1) / (G x T(G)).
 
-``--exchange direct`` lets every chunk's window task read every chunk's spikes itself instead of one
-gathered array (see ``pipeline.simulation.SpikingStep``).
+``--exchange direct`` (the GPU default) lets every chunk's window task read every other chunk's spikes
+itself instead of one gathered array; the spikes stay on the GPUs and the cluster's protocol moves them
+(``--protocol tcp``: through host memory; ``ucx``: dask-cuda over distributed-ucxx, GPU to GPU over
+NVLink). ``--overlap 1,2`` times each value on the same cluster: ``k`` windows per smallest delay, a
+window's spikes sent while the next ``k - 1`` windows compute (see ``pipeline.simulation.SpikingStep``).
 
 The network is ``benchmarks/brain.py gpu``'s: 1,000 E + 250 I inputs per neuron (procedural fixed
 probability), Poisson drive, delay 1.5 ms (exchange window 16 steps), v uniform in [10, 20] mV at the
@@ -36,14 +39,16 @@ from collections import defaultdict
 _ROWS: list[dict] = []
 
 
-def _cluster(n_gpus: int):
+def _cluster(n_gpus: int, protocol: str = "tcp"):
     from dask_cuda import LocalCUDACluster
     from distributed import Client
 
     cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(n_gpus)), n_workers=n_gpus,
                                threads_per_worker=1, device_memory_limit=0, memory_limit=0, host="127.0.0.1",
-                               dashboard_address=":0")
-    return cluster, Client(cluster)
+                               dashboard_address=":0", protocol=protocol)
+    client = Client(cluster)
+    print(f"# {n_gpus} GPU workers: {sorted(client.scheduler_info()['workers'])}", flush=True)
+    return cluster, client
 
 
 def _pool_gib() -> float:
@@ -52,17 +57,18 @@ def _pool_gib() -> float:
     return cupy.get_default_memory_pool().total_bytes() / 2**30
 
 
-def _busy(task_stream: list[dict], wall: float) -> float:
+def _busy(task_stream: list[dict], wall: float, action: str = "compute") -> float:
+    """The largest per-worker sum of the window and deliver tasks' ``action`` time (compute, transfer) / wall."""
     per_worker: dict[str, float] = defaultdict(float)
     for t in task_stream:
         name = str(t["key"][0] if isinstance(t["key"], tuple) else t["key"])
-        if name.startswith(("window_task", "deliver_task")):
-            per_worker[t["worker"]] += sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
+        if name.startswith(("window-", "deliver-")):
+            per_worker[t["worker"]] += sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == action)
     return max(per_worker.values(), default=0.0) / wall
 
 
-def _timed(runner, client, steps: int) -> tuple[float, float, int]:
-    """Wall seconds, GPU busy fraction and spikes of one batch of ``steps``."""
+def _timed(runner, client, steps: int) -> tuple[float, float, float, int]:
+    """Wall seconds, GPU busy and transfer-wait fractions and spikes of one batch of ``steps``."""
     from distributed import get_task_stream
 
     with get_task_stream(client) as ts:
@@ -71,11 +77,12 @@ def _timed(runner, client, steps: int) -> tuple[float, float, int]:
         wall = time.perf_counter() - t1
     out = runner.reports[-1].outputs
     spikes = int(out["counts"].sum()) if "counts" in out else len(out["spikes"][1])
-    return wall, _busy(ts.data, wall), spikes
+    return wall, _busy(ts.data, wall), _busy(ts.data, wall, "transfer"), spikes
 
 
-def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "gather",
-               records: tuple[str, ...] = ("spikes",)) -> list[dict]:
+def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "direct",
+               records: tuple[str, ...] = ("spikes",), protocol: str = "tcp",
+               overlaps: tuple[int, ...] = (1,)) -> list[dict]:
     from distributed import wait
 
     from neurochunk.pipeline.network import brunel_network
@@ -87,27 +94,30 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
     plan = net.plan()
     steps = int(round(sim_ms / plan.dt))
     t_start = time.perf_counter()
-    cluster, client = _cluster(n_gpus)
+    cluster, client = _cluster(n_gpus, protocol)
     rows = []
+    variants = [(o, r) for o in (overlaps if n_gpus > 1 else overlaps[:1]) for r in records]
     try:
         t0 = time.perf_counter()
         state = initial_state(plan, "gpu", client)
         wait(list(state.arrays.values()))
         init_s = time.perf_counter() - t0
         setup_s = time.perf_counter() - t_start
-        for record in records:  # each record mode continues the last one's state, after its own warm-up
-            step = SpikingStep(plan, batch_steps=steps, backend="gpu", exchange=exchange, record=record)
+        for overlap, record in variants:  # each continues the last one's state, after its own warm-up
+            step = SpikingStep(plan, batch_steps=steps, backend="gpu", exchange=exchange, record=record,
+                               overlap=overlap)
             runner = Runner(step, state, client=client, progress=False)
             runner.run(warm_steps)
-            wall, busy, spikes = _timed(runner, client, steps)
+            wall, busy, transfer, spikes = _timed(runner, client, steps)
             state = runner.state
             gib = max(client.run(_pool_gib).values())
-            rows.append({"mode": mode, "exchange": exchange, "record": record, "gpus": n_gpus, "neurons": n,
+            rows.append({"mode": mode, "exchange": exchange, "record": record, "protocol": protocol,
+                         "overlap": overlap, "gpus": n_gpus, "neurons": n,
                          "per_gpu": n // n_gpus, "chunks": len(plan.chunks), "window_steps": plan.window or steps,
                          "sim_ms": steps * plan.dt, "wall_s": wall, "compute_s": runner.reports[-1].compute_s,
                          "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
                          "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),
-                         "gpu_busy": busy, "init_s": init_s, "gib_per_gpu": gib, "setup_s": setup_s,
+                         "gpu_busy": busy, "transfer": transfer, "init_s": init_s, "gib_per_gpu": gib, "setup_s": setup_s,
                          "conn_block": plan.net.conn_block})
             _ROWS.append(rows[-1])
             print("ROW " + json.dumps(rows[-1]), flush=True)
@@ -119,15 +129,20 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
 
 def _table(rows: list[dict], mode: str) -> None:
     for record in dict.fromkeys(r["record"] for r in rows):
-        _table_of([r for r in rows if r["record"] == record], mode)
+        of = [r for r in rows if r["record"] == record]
+        base = next((r for r in of if r["gpus"] == 1), None)
+        for kind in dict.fromkeys((r["protocol"], r["overlap"]) for r in of if r["gpus"] > 1):
+            same = sorted((r for r in of if r["gpus"] > 1 and (r["protocol"], r["overlap"]) == kind),
+                          key=lambda r: r["gpus"])
+            _table_of([base] * (base is not None) + same, mode, kind)
 
 
-def _table_of(rows: list[dict], mode: str) -> None:
+def _table_of(rows: list[dict], mode: str, kind: tuple[str, int]) -> None:
     base = next((r for r in rows if r["gpus"] == 1), None)
-    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[0]['exchange']}; "
-          f"record: {rows[0]['record']})")
+    print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[-1]['exchange']}; "
+          f"protocol: {kind[0]}; overlap: {kind[1]}; record: {rows[0]['record']})")
     print(f"{'GPUs':>4} {'neurons':>14} {'per GPU':>13} {'sim ms':>6} {'wall s':>8} {'s/sim s':>9} {'events/s':>9} "
-          f"{'rate Hz':>7} {'GPU busy':>8} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
+          f"{'rate Hz':>7} {'GPU busy':>8} {'xfer':>5} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
     for r in rows:
         if base is None:
             eff = float("nan")
@@ -136,7 +151,7 @@ def _table_of(rows: list[dict], mode: str) -> None:
         else:
             eff = base["s_per_sim_s"] / (r["gpus"] * r["s_per_sim_s"])
         print(f"{r['gpus']:>4} {r['neurons']:>14,} {r['per_gpu']:>13,} {r['sim_ms']:>6.1f} {r['wall_s']:>8.3f} "
-              f"{r['s_per_sim_s']:>9.1f} {r['events_per_s']:>9.3g} {r['rate_hz']:>7.1f} {100 * r['gpu_busy']:>7.0f}% "
+              f"{r['s_per_sim_s']:>9.1f} {r['events_per_s']:>9.3g} {r['rate_hz']:>7.1f} {100 * r['gpu_busy']:>7.0f}% {100 * r.get('transfer', 0):>4.0f}% "
               f"{eff:>6.2f} {r['gib_per_gpu']:>7.1f} {r['init_s']:>6.1f}", flush=True)
 
 
@@ -151,8 +166,11 @@ def main() -> None:
         q.add_argument("--gpus", default="1,2,4", help="GPU counts to run (each at most the GPUs present)")
         q.add_argument("--sim-ms", type=float, default=3.2, help="simulated ms of the timed batch")
         q.add_argument("--warm-steps", type=int, default=2)
-        q.add_argument("--exchange", default="gather", choices=("gather", "direct"),
+        q.add_argument("--exchange", default="direct", choices=("gather", "direct"),
                        help="spikes gathered by one task per window, or read by every chunk from every chunk")
+        q.add_argument("--protocol", default="tcp",
+                       help="comma-separated worker protocols, each its own cluster: tcp and/or ucx")
+        q.add_argument("--overlap", default="1", help="comma-separated windows per smallest delay, one cluster")
         q.add_argument("--record", default="spikes",
                        help="comma-separated record modes timed in turn on one cluster: spikes (every spike to the "
                             "driver) and/or rates (spikes per step and population, counted on the workers)")
@@ -169,15 +187,18 @@ def main() -> None:
             print(f"skip {g} GPUs: only {present} present", flush=True)
             continue
         n = int(args.per_gpu * g) if args.mode == "weak" else int(args.n)
-        try:
-            rows = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange,
-                              tuple(args.record.split(",")))
-        except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
-            print(f"FAILED {args.mode} {g} GPUs {n:,} neurons: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        if args.out:
-            with open(args.out, "a") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
+        for protocol in args.protocol.split(",") if g > 1 else args.protocol.split(",")[:1]:
+            try:
+                rows = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange,
+                                  tuple(args.record.split(",")), protocol,
+                                  tuple(int(x) for x in args.overlap.split(",")))
+            except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
+                print(f"FAILED {args.mode} {g} GPUs {n:,} neurons {protocol}: {type(exc).__name__}: {exc}",
+                      flush=True)
+                continue
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.writelines(json.dumps(row) + "\n" for row in rows)
     _table(_ROWS, args.mode)
 
 

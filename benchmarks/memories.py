@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from neurochunk.cluster.local import malloc_environ
 from neurochunk.kernels import memory as K
 from neurochunk.pipeline import memorybank as mb
 from neurochunk.pipeline.memorybank import KeyedSource, MemoryBank
@@ -276,23 +277,6 @@ def _usage() -> tuple[float, float, int]:
     return ru.ru_utime, ru.ru_stime, ru.ru_minflt
 
 
-def _malloc_environ(keep_mib: int) -> dict[str, object]:
-    """Worker environment: glibc keeps up to ``keep_mib`` MiB of freed heap for reuse (0: Dask's default).
-
-    Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which also pins glibc's mmap threshold at
-    128 KiB: every decoded or encoded chunk (16 MB at 2M memories) is then a fresh ``mmap``, faulted in page by
-    page and unmapped when freed. Chunks under 32 MiB from the heap, and a trim threshold of 16 MiB (the
-    default; 64 MiB held 1 GiB workers at Dask's 80% pause threshold at 1e9 memories), let the next
-    partition reuse the pages.
-    """
-    import dask
-
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    if keep_mib > 0:
-        env.update(MALLOC_MMAP_THRESHOLD_=32 * 2**20, MALLOC_TRIM_THRESHOLD_=keep_mib * 2**20)
-    return env
-
-
 def scenario_ondisk(args: argparse.Namespace) -> None:
     from distributed import Client, LocalCluster
 
@@ -306,7 +290,7 @@ def scenario_ondisk(args: argparse.Namespace) -> None:
 
     reuse = bool(args.dir) and os.path.exists(f"{root}/bank.zarr/zarr.json") and args.reuse_bank
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": _malloc_environ(args.malloc_keep)}), \
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": malloc_environ(args.malloc_keep)}), \
                 LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                              dashboard_address=":0", memory_limit=limit) as cluster, Client(cluster) as client:
             print(f"# worker malloc: keep {args.malloc_keep} MiB of freed heap" if args.malloc_keep

@@ -69,6 +69,14 @@ class ClusterConfig:
         Workers in separate processes (``True``) or threads of this one.
     timeout
         Seconds to wait for a scheduler at ``address``.
+    protocol
+        How started workers talk: ``"tcp"`` (the default) or, with ``gpu``, ``"ucx"`` (dask-cuda over
+        distributed-ucxx: GPU arrays go between the GPUs of a host over NVLink, without host copies).
+    malloc_keep_mib
+        MiB of freed heap each started worker's glibc keeps for reuse (``MALLOC_TRIM_THRESHOLD_``; chunks
+        under 32 MiB then come from the heap instead of fresh ``mmap`` calls). 0 keeps Dask's default
+        (64 KiB), which returns every decoded chunk to the OS: page faults on every chunk of a
+        partition-streaming loop (``benchmarks/results/memories.md``, round 5).
     """
 
     address: str | None = None
@@ -81,6 +89,18 @@ class ClusterConfig:
     processes: bool = True
     timeout: float = 10.0
     tls: TLSConfig | None = None
+    protocol: str | None = None
+    malloc_keep_mib: int = 16
+
+    def __post_init__(self) -> None:
+        if self.protocol not in (None, "tcp", "ucx"):
+            raise ValueError(f"cluster.protocol must be tcp or ucx, not {self.protocol!r}")
+        if self.protocol == "ucx" and not self.gpu:
+            raise ValueError("cluster.protocol: ucx needs gpu: true (dask-cuda's LocalCUDACluster)")
+        if self.protocol is not None and self.tls is not None:
+            raise ValueError("cluster.tls sets the protocol (tls): leave cluster.protocol out")
+        if self.malloc_keep_mib < 0:
+            raise ValueError(f"cluster.malloc_keep_mib must be >= 0, not {self.malloc_keep_mib}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ClusterConfig:

@@ -87,10 +87,20 @@ def _connect_address(cfg: ClusterConfig, security: Any) -> Client:
 
 
 def _cuda_cluster(cfg: ClusterConfig, security: Any) -> Any:
+    import dask
+
+    from .local import malloc_environ
+
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError as exc:
         raise ImportError("cluster.gpu needs dask-cuda: pip install 'neurochunk[gpu]'") from exc
+    if cfg.protocol == "ucx":
+        try:
+            import distributed_ucxx  # noqa: F401
+        except ImportError as exc:
+            raise ImportError("cluster.protocol: ucx needs distributed-ucxx (pip install distributed-ucxx-cu13, "
+                              "or -cu12 for CUDA 12)") from exc
     kwargs: dict[str, Any] = {"dashboard_address": cfg.dashboard_address, "host": "127.0.0.1"}
     if cfg.n_workers:
         kwargs["n_workers"] = cfg.n_workers
@@ -99,4 +109,7 @@ def _cuda_cluster(cfg: ClusterConfig, security: Any) -> Any:
     if security is not None:
         kwargs["security"] = security
         kwargs["protocol"] = "tls"
-    return LocalCUDACluster(**kwargs)
+    elif cfg.protocol is not None:
+        kwargs["protocol"] = cfg.protocol
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": malloc_environ(cfg.malloc_keep_mib)}):
+        return LocalCUDACluster(**kwargs)

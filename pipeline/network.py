@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from neurochunk.kernels import procedural as pk
-from neurochunk.kernels.neurons import DEFAULTS, RECEPTORS, STATE_VARS, pack_params
+from neurochunk.kernels.neurons import RECEPTORS, STATE_VARS, pack_params
 from neurochunk.kernels.rng import poisson_cdf
 
 __all__ = ["Population", "Projection", "Network", "Plan", "coba_network", "brunel_network"]

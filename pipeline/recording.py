@@ -112,7 +112,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
              checkpoint_every_ms: float = 0.0, resume: bool = False, batch_ms: float = 100.0,
              connectivity_url: str | None = None, progress: bool = True, on_batch: Any = None,
              record_v: Any = None, record_every_ms: float = 1.0, stream_state_url: str | None = None,
-             backend: str = "cpu", record: str = "spikes") -> dict[str, Any]:
+             backend: str = "cpu", record: str = "spikes", exchange: str = "auto", overlap: int = 1) -> dict[str, Any]:
     """Run ``net`` until ``duration_ms`` (from the start, or from its last checkpoint with ``resume``).
 
     Spikes go to ``spikes_url`` (and, at the end, population rates in 1 ms bins as its ``rates``
@@ -126,6 +126,7 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
     checkpoints then hold the state copied to the host, in the CPU's layout. ``record="rates"`` (large
     runs) keeps only the spikes per (step, population), counted by the window tasks on the workers: the
     dataset's ``counts`` and ``rates`` arrays, no ``t``/``neuron`` entries (not with ``stream_state_url``).
+    ``exchange`` and ``overlap`` choose how spikes cross chunks (``SpikingStep``); the spikes do not change.
     Returns a summary with the Runner's reports (none when streamed; then ``windows`` holds their seconds).
     """
     from neurochunk.stores import Dataset
@@ -203,7 +204,8 @@ def simulate(net: Any, duration_ms: float, *, spikes_url: str, client: Any = Non
 
     state = state.persist(client)  # the first batch's two graphs (state, spikes) then share plain inputs
     step = SpikingStep(plan, loaders, batch_steps=batch,
-                       sample=None if record_v is None else (record_v, every_v), backend=backend, record=record)
+                       sample=None if record_v is None else (record_v, every_v), backend=backend, record=record,
+                       exchange=exchange, overlap=overlap)
     runner = Runner(step, state, client=client, on_batch=on_report, progress=progress)
     remaining = total - runner.steps_done
     if remaining > 0:

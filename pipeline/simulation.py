@@ -34,7 +34,7 @@ from .step import Step
 
 __all__ = ["initial_state", "initial_values", "SpikingStep", "STATE_DIMS", "EMPTY_CONN", "BACKENDS",
            "ChunkFunctions", "chunk_functions", "check_backend", "host_state", "merge_spikes", "sum_counts",
-           "window_counts", "RECORD"]
+           "window_counts", "RECORD", "EXCHANGES"]
 
 STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
               "ring": ("neuron", "slot", "receptor")}
@@ -100,6 +100,7 @@ class ChunkFunctions:
 
 BACKENDS = ("cpu", "gpu")
 RECORD = ("spikes", "rates")
+EXCHANGES = ("gather", "direct")
 
 
 def chunk_functions(backend: str) -> ChunkFunctions:
@@ -207,10 +208,10 @@ def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndar
                  ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
                  n_steps: int, sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
     out = _run_cpu_window(args, conn, v, u, g, ref, ring, incoming, s0, n_steps, sample)
-    if not count:
-        return out
     steps, gids = out[5][:2]
-    return (*out[:5], (*out[5], window_counts(steps, gids, args[0][4], s0, n_steps)))
+    if count:
+        out = (*out[:5], (*out[5], window_counts(steps, gids, args[0][4], s0, n_steps)))
+    return (*out, (steps, gids))
 
 
 def window_counts(steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: int) -> np.ndarray:
@@ -221,15 +222,28 @@ def window_counts(steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: 
     return c.astype(np.int64).reshape(n_steps, n_pops)
 
 
+def _spike_parts(incoming: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Other chunks' spikes as one ``(steps, gids)``: ``incoming`` is ``None``, one pair or a list of pairs."""
+    if incoming is None:
+        return None
+    parts = [p for p in (incoming if isinstance(incoming, list) else [incoming]) if len(p[1])]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
-                    ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
+                    ref: np.ndarray, ring: np.ndarray, incoming: Any, s0: int,
                     n_steps: int, sample: tuple[np.ndarray, int] | None) -> tuple[Any, ...]:
     tables, lo, seed, pint, pflt, block = args
     v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
     work = slot_major(ring)  # slot-major while the kernels run
     hi = lo + v.shape[0]
-    if incoming is not None:
-        deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
+    spikes = _spike_parts(incoming)
+    if spikes is not None:
+        deliver_many(spikes[0], spikes[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
     if sample is None or len(sample[0]) == 0:
         spikes = run_window_slot_major(*tables, v, u, g, ref, work, s0, n_steps, lo, seed, pint, pflt, block, *conn)
         return v, u, g, ref, neuron_major(work), (*spikes, None)
@@ -250,12 +264,30 @@ def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.n
     return v, u, g, ref, neuron_major(work), (steps, gids, samples)
 
 
-def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray,
-                  incoming: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def window(fn: Callable[..., tuple[Any, ...]], args: tuple[Any, ...], conn: tuple[np.ndarray, ...], s0: int,
+           n_steps: int, sample: tuple[np.ndarray, int] | None, count: bool, v: Any, u: Any, g: Any, ref: Any,
+           ring: Any, *incoming: Any) -> tuple[Any, ...]:
+    """The graph's window task: ``fn`` (a backend's window function) with the spike parts due to this chunk.
+
+    The parts come as separate arguments, not a list: dask then references each as a plain key.
+    """
+    return fn(args, conn, v, u, g, ref, ring, list(incoming) or None, s0, n_steps, sample, count)
+
+
+def deliver(fn: Callable[..., Any], args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any,
+            *incoming: Any) -> Any:
+    """The graph's end-of-batch task: ``fn`` (a backend's deliver function) with the spike parts still due."""
+    return fn(args, conn, ring, list(incoming))
+
+
+def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray, incoming: Any) -> np.ndarray:
     _, lo, seed, pint, pflt, block = args
+    spikes = _spike_parts(incoming)
+    if spikes is None:
+        return ring
     work = slot_major(ring)
     hi = lo + ring.shape[0]
-    deliver_many(incoming[0], incoming[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
+    deliver_many(spikes[0], spikes[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
     return neuron_major(work)
 
 
@@ -272,8 +304,11 @@ def _gather(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     return steps, gids
 
 
-def _concat(*parts: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """A window's spikes in chunk order, unsorted across chunks (enough for order-independent delivery)."""
+def _concat(*parts: tuple[Any, ...]) -> tuple[Any, Any]:
+    """A window's spikes in chunk order, unsorted across chunks (enough for order-independent delivery).
+
+    Device (cupy) parts are concatenated on the device (cupy implements numpy's array functions).
+    """
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -347,29 +382,39 @@ class SpikingStep(Step):
         ``"cpu"`` (numba kernels) or ``"gpu"`` (cupy twins; each chunk's state stays on its worker's GPU;
         procedural fixed-probability, all-to-all and one-to-one projections only).
     exchange
-        ``"gather"``: a window's spikes are gathered into one array that every chunk's next task reads
-        (O(chunks) graph edges per window). ``"direct"`` (backend ``gpu``): each chunk's next task reads
-        every chunk's spikes itself (chunks x chunks edges; no gathering worker that sends the whole
-        window to every other, for a few chunks, one per GPU of a host).
+        ``"gather"`` (the default of backend ``cpu``): a window's spikes are gathered into one array that every
+        chunk's next task reads (O(chunks) graph edges per window). ``"direct"`` (the default of backend
+        ``gpu``): each chunk's task reads every other chunk's spikes itself (chunks x chunks edges; no
+        gathering worker that sends the whole window to every other, for a few chunks, one per GPU).
+        On backend ``gpu`` the exchanged spikes stay on the device: the cluster's protocol moves them
+        (``ucx`` over NVLink between GPUs of one host; ``tcp`` through host memory).
     record
         ``"spikes"``: :meth:`outputs` gives ``spikes``, fetched by the driver straight from the workers that
         hold each chunk's part (no single gathering task). ``"rates"``: ``counts`` instead, the spikes per
         (step, population) counted by each window task (on the GPU for backend ``gpu``); no spike leaves
         the workers but for the exchange between chunks (large runs).
+    overlap
+        Exchange windows per smallest delay. With ``overlap=k`` each window is ``min_delay // k`` steps and
+        a window's spikes reach the other chunks ``k`` windows later (their earliest arrival), so sending
+        them runs while the next ``k - 1`` windows compute. Spikes are those of ``overlap=1``.
     """
 
     def __init__(self, plan: Plan, loaders: list[Any] | None = None, batch_steps: int = 1000,
-                 sample: tuple[Any, int] | None = None, backend: str = "cpu", exchange: str = "gather",
-                 record: str = "spikes") -> None:
+                 sample: tuple[Any, int] | None = None, backend: str = "cpu", exchange: str = "auto",
+                 record: str = "spikes", overlap: int = 1) -> None:
         if plan.net.connectivity == "stored" and loaders is None:
             raise ValueError("a network with connectivity: stored needs its connectivity loaders")
         self.fns = chunk_functions(backend)
         check_backend(plan, self.fns.name)
-        if exchange not in ("gather", "direct") or (exchange == "direct" and self.fns.name != "gpu"):
-            raise ValueError(f"exchange must be 'gather' (or 'direct' on backend 'gpu'), got {exchange!r}")
+        if exchange == "auto":
+            exchange = "direct" if self.fns.name == "gpu" else "gather"
+        if exchange not in EXCHANGES:
+            raise ValueError(f"exchange must be one of auto, {', '.join(EXCHANGES)}, got {exchange!r}")
         if record not in RECORD:
             raise ValueError(f"record must be one of {', '.join(RECORD)}, got {record!r}")
-        self.exchange, self.record = exchange, record
+        if not 1 <= int(overlap) <= plan.min_delay:
+            raise ValueError(f"overlap must lie in [1, {plan.min_delay}] (the smallest delay in steps), got {overlap}")
+        self.exchange, self.record, self.overlap = exchange, record, int(overlap)
         self.plan, self.loaders, self.batch_steps = plan, loaders, batch_steps
         self._args = [self.fns.args(plan, c, _chunk_args(plan, c)) for c in range(len(plan.chunks))]
         self._sample: list[tuple[np.ndarray, int] | None] = [None] * len(plan.chunks)
@@ -395,24 +440,30 @@ class SpikingStep(Step):
         blocks = self._blocks(state)
         n_chunks = len(blocks)
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
-        width = self.plan.window or n
-        task = dask.delayed(self.fns.window, nout=6)
+        width = self.plan.min_delay // self.overlap if self.plan.window else n
+        task = dask.delayed(window, nout=7)
         counting = self.record == "rates"
-        incoming, outs = None, []
-        for s in range(s0, s0 + n, width):
+        sent: list[list[list[Any]]] = []  # per window, per chunk: the spike parts that chunk is still to deliver
+        outs = []
+        for w, s in enumerate(range(s0, s0 + n, width)):
             k = min(width, s0 + n - s)
-            res = [task(self._args[c], conns[c], *blocks[c], incoming, s, k, self._sample[c], counting)
+            due = sent[w - self.overlap] if w >= self.overlap else [None] * n_chunks
+            res = [tuple(task(self.fns.window, self._args[c], conns[c], s, k, self._sample[c], counting, *blocks[c],
+                              *(due[c] or ())))
                    for c in range(n_chunks)]
-            res = [tuple(r) for r in res]
             blocks = [r[:5] for r in res]
+            parts = [r[6] for r in res]
             if self.exchange == "direct":
-                incoming = [r[5] for r in res]
+                sent.append([parts[:c] + parts[c + 1:] for c in range(n_chunks)])
             else:
-                incoming = dask.delayed(self.fns.exchange or _gather)(*[r[5] for r in res])
+                sent.append([[dask.delayed(self.fns.exchange or _gather)(*parts)]] * n_chunks)
             outs += [r[5] for r in res]
-        if n_chunks > 1:
-            deliver = dask.delayed(self.fns.deliver)
-            blocks = [(*b[:4], deliver(self._args[c], conns[c], b[4], incoming)) for c, b in enumerate(blocks)]
+        pending = sent[max(0, len(sent) - self.overlap):]
+        if n_chunks > 1 and pending:
+            last = dask.delayed(deliver)
+            blocks = [(*b[:4], last(self.fns.deliver, self._args[c], conns[c], b[4],
+                                    *(p for win in pending for p in win[c])))
+                      for c, b in enumerate(blocks)]
         if counting:
             self._out = {"counts": Gathered([o[3] for o in outs], partial(sum_counts, n_chunks))}
         else:

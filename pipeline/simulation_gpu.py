@@ -1,9 +1,11 @@
 """GPU chunk tasks of the spiking Step: each chunk's state lives as cupy arrays on the worker that owns it.
 
 The graph is the CPU's (``pipeline.simulation``); only the per-chunk functions differ. A window
-task delivers the other chunks' spikes of the last window into the chunk's ring buffer
-(``kernels.delivery_gpu``), advances the chunk with ``kernels.network_gpu.run_window_gpu`` and
-returns the chunk's arrays and its spikes, copied to the host (the only data that crosses chunks).
+task delivers the other chunks' spikes of an earlier window into the chunk's ring buffer
+(``kernels.network_gpu.deliver_spikes_gpu``), advances the chunk with
+``kernels.network_gpu.run_window_gpu`` and returns the chunk's arrays, its spikes on the device for
+the other chunks (the only data that crosses chunks; the cluster's protocol moves them, over NVLink
+with ``ucx``) and what the driver records, copied to the host.
 The arrays are advanced in place: a window's inputs are read by that window's task alone (the Runner
 submits a batch's state and outputs as one graph, so no task runs twice), and copying a GPU's whole
 state every window would halve the network it holds.
@@ -25,7 +27,7 @@ from neurochunk.kernels.neurons import N_RECEPTORS
 from .network import Plan
 
 __all__ = ["chunk_args", "init_chunk", "window_task", "deliver_task", "host_block", "ring_receptors",
-           "BLOCK_MAJOR_FROM"]
+           "exchange_on_device", "BLOCK_MAJOR_FROM"]
 
 # chunks of at least this many neurons order the cross-chunk delivery threads by target block (their ring
 # rows do not fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons); smaller chunks by spike
@@ -96,20 +98,21 @@ def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0:
 
 
 def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
-    """Deliver the other chunks' spikes: one gathered ``(steps, gids)`` or a list of every chunk's part.
+    """Deliver the other chunks' spikes: ``None``, one ``(steps, gids)`` or a list of them (host or device).
 
     The "blocks" engine of ``kernels.network_gpu`` delivers them in one call (networks under 2**31
     neurons); larger networks take ``kernels.delivery_gpu``'s one thread per (spike, projection, block).
     """
+    if incoming is None:
+        return
+    cp = _cp()
     tables, lo, seed, pint, pflt, block = args[:6]
     hi = lo + ring.shape[0]
-    parts = incoming if isinstance(incoming, list) else [incoming]
-    # a chunk's part of a direct exchange holds its own neurons only: leave it out before the copy
-    parts = [p for p in parts if len(p[1]) and not (isinstance(incoming, list) and lo <= int(p[1][0]) < hi)]
+    parts = [p for p in (incoming if isinstance(incoming, list) else [incoming]) if len(p[1])]
     if not parts:
         return
-    steps = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    gids = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    steps = cp.concatenate([cp.asarray(p[0]) for p in parts]) if len(parts) > 1 else parts[0][0]
+    gids = cp.concatenate([cp.asarray(p[1]) for p in parts]) if len(parts) > 1 else parts[0][1]
     if int(tables[4][-1]) < 2**31:
         from neurochunk.kernels.network_gpu import deliver_spikes_gpu
 
@@ -117,7 +120,7 @@ def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
         return
     from neurochunk.kernels.delivery_gpu import deliver_gpu
 
-    deliver_gpu(steps, gids, lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+    deliver_gpu(cp.asnumpy(steps), cp.asnumpy(gids), lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
 
 
 def _counts(cp: Any, steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: int) -> np.ndarray:
@@ -128,10 +131,26 @@ def _counts(cp: Any, steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_step
     return cp.asnumpy(c).astype(np.int64).reshape(n_steps, n_pops)
 
 
-def _host_spikes(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spikes for the exchange: int32 when they fit (half the bytes every worker receives)."""
-    return (cp.asnumpy(steps.astype(cp.int32 if last_step < 2**31 else cp.int64)),
-            cp.asnumpy(gids.astype(cp.int32 if n_total < 2**31 else cp.int64)))
+def _narrow(cp: Any, steps: Any, gids: Any, n_total: int, last_step: int) -> tuple[Any, Any]:
+    """Spikes as int32 where they fit: half the bytes every other chunk receives (still on the device)."""
+    return (steps.astype(cp.int32 if last_step < 2**31 else cp.int64, copy=False),
+            gids.astype(cp.int32 if n_total < 2**31 else cp.int64, copy=False))
+
+
+def exchange_on_device() -> bool:
+    """Whether a window's spikes for the other chunks stay on the GPU: in a UCX worker, or outside a worker.
+
+    UCX moves device arrays GPU to GPU (NVLink within a host). Over TCP the task copies them to the host
+    itself: a copy issued later by the worker's communication thread would wait on the default stream
+    for the kernels of the next window.
+    """
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except (ImportError, ValueError):
+        return True
+    return address.startswith(("ucx://", "ucxx://"))
 
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
@@ -139,13 +158,14 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
                 sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
     """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU).
 
-    With ``count`` the spike output also holds the window's spikes per (step, population), counted on the GPU.
+    The record output holds host copies: the spikes (``None`` with ``count``, which gives the window's
+    spikes per (step, population) counted on the GPU instead), samples and counts. The exchange output,
+    the spikes the other chunks deliver, stays on this GPU where :func:`exchange_on_device`.
     """
     cp = _cp()
     n_total = int(args[0][4][-1])
     v, u, g, ref, ring = _device(args, v, u, g, ref, ring)
-    if incoming is not None:
-        _incoming(args, ring, incoming)
+    _incoming(args, ring, incoming)
     if sample is None or len(sample[0]) == 0:
         steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
         samples = None
@@ -164,10 +184,17 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         steps = cp.concatenate([p[0] for p in parts])
         gids = cp.concatenate([p[1] for p in parts])
         samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
-    out = (*_host_spikes(cp, steps, gids, n_total, s0 + n_steps), samples)
+    exchange = _narrow(cp, steps, gids, n_total, s0 + n_steps)
+    on_device = exchange_on_device()
+    host = None if count and on_device else (cp.asnumpy(exchange[0]), cp.asnumpy(exchange[1]))
     if count:
-        out = (*out, _counts(cp, steps, gids, np.asarray(args[0][4], np.int64), s0, n_steps))
-    return v, u, g, ref, ring, out
+        record = (None, None, samples, _counts(cp, steps, gids, np.asarray(args[0][4], np.int64), s0, n_steps))
+    else:
+        record = (*host, samples)
+    if not on_device:
+        exchange = host
+    cp.cuda.get_current_stream().synchronize()  # the exchange output is complete before another worker reads it
+    return v, u, g, ref, ring, record, exchange
 
 
 def deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any, incoming: Any) -> Any:

@@ -25,8 +25,8 @@ def test_backend_is_named_and_checked() -> None:
     out = Network(pops, (Projection("AA", "A", "A", "v", 0.1, rule="fixed_outdegree", k=5),)).plan()
     with pytest.raises(ValueError, match="projection 'AA': backend 'gpu'.*'fixed_outdegree' runs on backend 'cpu'"):
         SpikingStep(out, backend="gpu")
-    with pytest.raises(ValueError, match="exchange must be 'gather' \\(or 'direct' on backend 'gpu'\\)"):
-        SpikingStep(coba_network(400).plan(), exchange="direct")
+    with pytest.raises(ValueError, match="exchange must be one of auto, gather, direct, got 'ring'"):
+        SpikingStep(coba_network(400).plan(), exchange="ring")
     with pytest.raises(ValueError, match="out-of-core.*backend 'cpu' only"):
         simulate(coba_network(400), 1.0, spikes_url="memory://x", stream_state_url="memory://s", backend="gpu")
 
@@ -170,21 +170,60 @@ def test_gpu_chunks_are_spread_over_the_workers(gpu_client) -> None:
     assert owners == sorted(owners, key=owners.index)  # neighbouring chunks share a worker
 
 
-@pytest.mark.gpu
-def test_direct_exchange_gives_the_gathered_exchange_spikes(gpu_client) -> None:
+def _exchange_spikes(plan, client, variants):
     from neurochunk.pipeline.runner import Runner
 
-    plan = brunel_network(5000, rule="fixed_probability", seed=7, chunk=1250, v_init={"uniform": [10.0, 20.0]}).plan()
     spikes = {}
-    for backend, exchange in (("cpu", "gather"), ("gpu", "gather"), ("gpu", "direct")):
-        step = SpikingStep(plan, batch_steps=80, backend=backend, exchange=exchange)
-        runner = Runner(step, initial_state(plan, backend, gpu_client), client=gpu_client, progress=False)
+    for backend, exchange, overlap in variants:
+        step = SpikingStep(plan, batch_steps=80, backend=backend, exchange=exchange, overlap=overlap)
+        runner = Runner(step, initial_state(plan, backend, client), client=client, progress=False)
         runner.run(160)
-        spikes[exchange, backend] = [np.concatenate([r.outputs["spikes"][k] for r in runner.reports]) for k in (0, 1)]
-    assert len(spikes["gather", "cpu"][0]) > 1000
-    for key in (("gather", "gpu"), ("direct", "gpu")):
+        spikes[backend, exchange, overlap] = [np.concatenate([r.outputs["spikes"][k] for r in runner.reports])
+                                              for k in (0, 1)]
+    return spikes
+
+
+_VARIANTS = (("cpu", "gather", 1), ("gpu", "gather", 1), ("gpu", "direct", 1), ("gpu", "direct", 2),
+             ("gpu", "gather", 4))
+
+
+@pytest.mark.gpu
+def test_direct_exchange_gives_the_gathered_exchange_spikes(gpu_client) -> None:
+    plan = brunel_network(5000, rule="fixed_probability", seed=7, chunk=1250, v_init={"uniform": [10.0, 20.0]}).plan()
+    spikes = _exchange_spikes(plan, gpu_client, _VARIANTS)
+    ref = spikes["cpu", "gather", 1]
+    assert len(ref[0]) > 1000
+    for key in _VARIANTS[1:]:
         for k in (0, 1):
-            np.testing.assert_array_equal(spikes["gather", "cpu"][k], spikes[key][k], err_msg=str(key))
+            np.testing.assert_array_equal(ref[k], spikes[key][k], err_msg=str(key))
+
+
+@pytest.fixture(scope="module")
+def ucx_client():
+    """A LocalCUDACluster whose workers talk UCX (device spikes between GPUs over NVLink or PCIe)."""
+    if _gpus() < 2:
+        pytest.skip("needs cupy and two CUDA devices")
+    pytest.importorskip("dask_cuda")
+    pytest.importorskip("distributed_ucxx")
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    with LocalCUDACluster(protocol="ucx", host="127.0.0.1", dashboard_address=":0", device_memory_limit=0) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.gpu
+def test_ucx_cluster_gives_the_cpu_spikes(ucx_client) -> None:
+    assert all(a.startswith("ucx://") for a in ucx_client.scheduler_info()["workers"])
+    plan = brunel_network(5000, rule="fixed_probability", seed=9, chunk=1250, v_init={"uniform": [10.0, 20.0]}).plan()
+    variants = (("gpu", "direct", 1), ("gpu", "direct", 2))
+    spikes = _exchange_spikes(plan, ucx_client, variants)
+    ref = _exchange_spikes(plan, None, (("cpu", "gather", 1),))["cpu", "gather", 1]
+    assert len(ref[0]) > 1000
+    for key in variants:
+        for k in (0, 1):
+            np.testing.assert_array_equal(ref[k], spikes[key][k], err_msg=str(key))
 
 
 def test_merge_spikes_orders_a_batch_as_one_sort() -> None:

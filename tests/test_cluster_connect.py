@@ -43,3 +43,39 @@ def test_unreachable_scheduler_names_address() -> None:
 def test_unknown_cluster_field_is_named() -> None:
     with pytest.raises(ValueError, match="n_wrokers"):
         ClusterConfig.from_dict({"n_wrokers": 2})
+
+
+_HEAP_PROBE = """
+import json, os, sys
+from neurochunk.cluster import connect
+client = connect({"dashboard_address": "127.0.0.1:0", "n_workers": 1, "threads_per_worker": 1,
+                  "malloc_keep_mib": int(sys.argv[1])}, quiet=True)
+try:
+    print(json.dumps(list(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())))
+finally:
+    client.close()
+"""
+
+
+@pytest.mark.parametrize(("keep", "trim"), [(16, str(16 * 2**20)), (0, "65536")])
+def test_started_workers_keep_freed_heap(keep, trim) -> None:
+    """Each in a fresh interpreter: distributed's in-process nannies leave the variable in ``os.environ``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, str(keep)], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [trim]
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"protocol": "udp"}, "cluster.protocol must be tcp or ucx, not 'udp'"),
+    ({"protocol": "ucx"}, "protocol: ucx needs gpu: true"),
+    ({"malloc_keep_mib": -1}, "malloc_keep_mib must be >= 0"),
+])
+def test_bad_protocol_and_heap_settings_are_named(cfg, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClusterConfig.from_dict(cfg)

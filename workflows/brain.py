@@ -55,6 +55,8 @@ PARAMS = Section({
     "batch_ms": Field(float, 100.0, help="simulated time per Dask graph"),
     "backend": Field(str, "cpu", choices=("cpu", "gpu"),
                      help="gpu: each chunk on a worker's GPU (with cluster.gpu: true, one worker per GPU)"),
+    "overlap": Field(int, 1, help="exchange windows per smallest delay: sending a window's spikes to the other "
+                                  "chunks overlaps the next windows' compute (same spikes)"),
     "checkpoint_every_ms": Field(float, 0.0, help="0: no checkpoints"),
     "resume": Field(bool, False, help="continue from the last checkpoint in store.url"),
     "out_of_core": Field(bool, False, help="stream the state from store.url/state.zarr every exchange window "
@@ -81,6 +83,9 @@ def check(cfg: dict[str, Any]) -> None:
         check_backend(plan, p["backend"])
     except ValueError as exc:
         raise ConfigError(cfg.get("_source", "<config>"), "params.backend", str(exc)) from None
+    if not 1 <= p["overlap"] <= plan.min_delay:
+        raise ConfigError(cfg.get("_source", "<config>"), "params.overlap",
+                          f"must lie in [1, {plan.min_delay}] (the smallest delay, {plan.min_delay} steps)")
 
 
 def network_from_params(p: dict[str, Any]) -> Network:
@@ -126,7 +131,8 @@ def run(cfg: dict[str, Any], client: Any) -> dict[str, Any]:
                    checkpoint_every_ms=p["checkpoint_every_ms"], resume=p["resume"], batch_ms=p["batch_ms"],
                    connectivity_url=str(out / "connectivity"), progress=cfg.get("progress", True),
                    record_v=p["record_v"] or None, record_every_ms=p["record_every_ms"],
-                   stream_state_url=str(out / "state.zarr") if p["out_of_core"] else None, backend=p["backend"])
+                   stream_state_url=str(out / "state.zarr") if p["out_of_core"] else None, backend=p["backend"],
+                   overlap=p["overlap"])
     t, g, attrs = read_spikes(res["spikes_url"])
     stats = spike_stats(t, g, attrs["populations"], p["duration_ms"])
     reports = res["reports"]

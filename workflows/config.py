@@ -114,6 +114,8 @@ CLUSTER_SCHEMA = Section({
     "address": Field(str), "gpu": Field(bool, False), "n_workers": Field(int), "threads_per_worker": Field(int),
     "memory_limit": Field((str, int), "auto"), "dashboard_address": Field(str, "127.0.0.1:8787"),
     "processes": Field(bool, True), "timeout": Field(float, 10.0),
+    "protocol": Field(str, None, choices=("tcp", "ucx"), help="ucx (with gpu): GPU arrays over NVLink"),
+    "malloc_keep_mib": Field(int, 16, help="MiB of freed heap each worker keeps (0: Dask's default)"),
     "jobqueue": Section({
         "kind": Field(str, "slurm", choices=("slurm", "pbs", "sge", "lsf")), "queue": Field(str),
         "account": Field(str), "cores": Field(int, 1), "processes": Field(int, 1), "memory": Field(str, "4GiB"),

@@ -39,13 +39,13 @@ from collections import defaultdict
 _ROWS: list[dict] = []
 
 
-def _cluster(n_gpus: int, protocol: str = "tcp"):
+def _cluster(n_gpus: int, protocol: str = "tcp", rmm_pool: str | None = None):
     from dask_cuda import LocalCUDACluster
     from distributed import Client
 
     cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(n_gpus)), n_workers=n_gpus,
                                threads_per_worker=1, device_memory_limit=0, memory_limit=0, host="127.0.0.1",
-                               dashboard_address=":0", protocol=protocol)
+                               dashboard_address=":0", protocol=protocol, rmm_pool_size=rmm_pool)
     client = Client(cluster)
     print(f"# {n_gpus} GPU workers: {sorted(client.scheduler_info()['workers'])}", flush=True)
     return cluster, client
@@ -82,7 +82,7 @@ def _timed(runner, client, steps: int) -> tuple[float, float, float, int]:
 
 def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "direct",
                records: tuple[str, ...] = ("spikes",), protocol: str = "tcp",
-               overlaps: tuple[int, ...] = (1,)) -> list[dict]:
+               overlaps: tuple[int, ...] = (1,), rmm_pool: str | None = None) -> list[dict]:
     from distributed import wait
 
     from neurochunk.pipeline.network import brunel_network
@@ -94,7 +94,8 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
     plan = net.plan()
     steps = int(round(sim_ms / plan.dt))
     t_start = time.perf_counter()
-    cluster, client = _cluster(n_gpus, protocol)
+    pool = rmm_pool if protocol == "ucx" else None
+    cluster, client = _cluster(n_gpus, protocol, pool)
     rows = []
     variants = [(o, r) for o in (overlaps if n_gpus > 1 else overlaps[:1]) for r in records]
     try:
@@ -112,7 +113,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
             state = runner.state
             gib = max(client.run(_pool_gib).values())
             rows.append({"mode": mode, "exchange": exchange, "record": record, "protocol": protocol,
-                         "overlap": overlap, "gpus": n_gpus, "neurons": n,
+                         "rmm_pool": pool, "overlap": overlap, "gpus": n_gpus, "neurons": n,
                          "per_gpu": n // n_gpus, "chunks": len(plan.chunks), "window_steps": plan.window or steps,
                          "sim_ms": steps * plan.dt, "wall_s": wall, "compute_s": runner.reports[-1].compute_s,
                          "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
@@ -140,7 +141,8 @@ def _table(rows: list[dict], mode: str) -> None:
 def _table_of(rows: list[dict], mode: str, kind: tuple[str, int]) -> None:
     base = next((r for r in rows if r["gpus"] == 1), None)
     print(f"\n{mode} scaling (Brunel A, procedural, 1,250 synapses per neuron; exchange: {rows[-1]['exchange']}; "
-          f"protocol: {kind[0]}; overlap: {kind[1]}; record: {rows[0]['record']})")
+          f"protocol: {kind[0]}{' with an RMM pool of ' + rows[-1]['rmm_pool'] if rows[-1].get('rmm_pool') else ''}; "
+          f"overlap: {kind[1]}; record: {rows[0]['record']})")
     print(f"{'GPUs':>4} {'neurons':>14} {'per GPU':>13} {'sim ms':>6} {'wall s':>8} {'s/sim s':>9} {'events/s':>9} "
           f"{'rate Hz':>7} {'GPU busy':>8} {'xfer':>5} {'eff.':>6} {'GiB/GPU':>7} {'init s':>6}")
     for r in rows:
@@ -171,6 +173,8 @@ def main() -> None:
         q.add_argument("--protocol", default="tcp",
                        help="comma-separated worker protocols, each its own cluster: tcp and/or ucx")
         q.add_argument("--overlap", default="1", help="comma-separated windows per smallest delay, one cluster")
+        q.add_argument("--rmm-pool", default="1GiB",
+                       help="ucx clusters: each worker's RMM pool, where received GPU buffers come from ('none': off)")
         q.add_argument("--record", default="spikes",
                        help="comma-separated record modes timed in turn on one cluster: spikes (every spike to the "
                             "driver) and/or rates (spikes per step and population, counted on the workers)")
@@ -191,7 +195,8 @@ def main() -> None:
             try:
                 rows = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange,
                                   tuple(args.record.split(",")), protocol,
-                                  tuple(int(x) for x in args.overlap.split(",")))
+                                  tuple(int(x) for x in args.overlap.split(",")),
+                                  None if args.rmm_pool == "none" else args.rmm_pool)
             except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
                 print(f"FAILED {args.mode} {g} GPUs {n:,} neurons {protocol}: {type(exc).__name__}: {exc}",
                       flush=True)

@@ -72,6 +72,13 @@ class ClusterConfig:
     protocol
         How started workers talk: ``"tcp"`` (the default) or, with ``gpu``, ``"ucx"`` (dask-cuda over
         distributed-ucxx: GPU arrays go between the GPUs of a host over NVLink, without host copies).
+    rmm_pool_size
+        With ``gpu``: each worker's RMM pool (``"2GiB"``); with ``protocol: ucx`` it defaults to ``"1GiB"``:
+        the buffers a worker receives from other GPUs then come from the pool instead of
+        ``cudaMalloc``/``cudaFree`` (which waits for the whole device) on every transfer.
+    device_memory_limit
+        With ``gpu``: dask-cuda's device spilling threshold (``0`` turns spilling off: state advanced in place
+        on the GPU, as ``backend: gpu`` simulations keep it, is then never copied to the host).
     malloc_keep_mib
         MiB of freed heap each started worker's glibc keeps for reuse (``MALLOC_TRIM_THRESHOLD_``; chunks
         under 32 MiB then come from the heap instead of fresh ``mmap`` calls). 0 keeps Dask's default
@@ -90,6 +97,8 @@ class ClusterConfig:
     timeout: float = 10.0
     tls: TLSConfig | None = None
     protocol: str | None = None
+    rmm_pool_size: str | int | None = None
+    device_memory_limit: str | int | float | None = None
     malloc_keep_mib: int = 16
 
     def __post_init__(self) -> None:
@@ -99,6 +108,8 @@ class ClusterConfig:
             raise ValueError("cluster.protocol: ucx needs gpu: true (dask-cuda's LocalCUDACluster)")
         if self.protocol is not None and self.tls is not None:
             raise ValueError("cluster.tls sets the protocol (tls): leave cluster.protocol out")
+        if not self.gpu and (self.rmm_pool_size is not None or self.device_memory_limit is not None):
+            raise ValueError("cluster.rmm_pool_size and cluster.device_memory_limit need gpu: true")
         if self.malloc_keep_mib < 0:
             raise ValueError(f"cluster.malloc_keep_mib must be >= 0, not {self.malloc_keep_mib}")
 

@@ -111,5 +111,10 @@ def _cuda_cluster(cfg: ClusterConfig, security: Any) -> Any:
         kwargs["protocol"] = "tls"
     elif cfg.protocol is not None:
         kwargs["protocol"] = cfg.protocol
+    pool = cfg.rmm_pool_size if cfg.rmm_pool_size is not None else ("1GiB" if cfg.protocol == "ucx" else None)
+    if pool is not None:
+        kwargs["rmm_pool_size"] = pool
+    if cfg.device_memory_limit is not None:
+        kwargs["device_memory_limit"] = cfg.device_memory_limit
     with dask.config.set({"distributed.nanny.pre-spawn-environ": malloc_environ(cfg.malloc_keep_mib)}):
         return LocalCUDACluster(**kwargs)

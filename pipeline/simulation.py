@@ -206,7 +206,8 @@ def _chunk_args(plan: Plan, c: int) -> tuple[Any, ...]:
 
 def _window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
                  ref: np.ndarray, ring: np.ndarray, incoming: tuple[np.ndarray, np.ndarray] | None, s0: int,
-                 n_steps: int, sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
+                 n_steps: int, sample: tuple[np.ndarray, int] | None = None, count: bool = False,
+                 share: bool = True) -> tuple[Any, ...]:
     out = _run_cpu_window(args, conn, v, u, g, ref, ring, incoming, s0, n_steps, sample)
     steps, gids = out[5][:2]
     if count:
@@ -265,19 +266,26 @@ def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.n
 
 
 def window(fn: Callable[..., tuple[Any, ...]], args: tuple[Any, ...], conn: tuple[np.ndarray, ...], s0: int,
-           n_steps: int, sample: tuple[np.ndarray, int] | None, count: bool, v: Any, u: Any, g: Any, ref: Any,
-           ring: Any, *incoming: Any) -> tuple[Any, ...]:
-    """The graph's window task: ``fn`` (a backend's window function) with the spike parts due to this chunk.
+           n_steps: int, sample: tuple[np.ndarray, int] | None, count: bool, share: bool, n_state: int,
+           *rest: Any) -> tuple[tuple[Any, ...], Any, Any]:
+    """The graph's window task: ``fn`` (a backend's window function) on one chunk.
 
-    The parts come as separate arguments, not a list: dask then references each as a plain key.
+    ``rest`` holds the chunk's state, as its five blocks (``n_state=5``, a batch's first window) or as the
+    chunk's previous window output (``n_state=1``: the next window depends on that task itself, not on a
+    getitem of it, one scheduler round trip less per window), then the spike parts due to this chunk, as
+    separate arguments (dask then references each as a plain key). Returns ``(state, record, exchange)``;
+    ``exchange`` is ``None`` unless ``share`` (other chunks read it).
     """
-    return fn(args, conn, v, u, g, ref, ring, list(incoming) or None, s0, n_steps, sample, count)
+    state = rest[0][0] if n_state == 1 else rest[:n_state]
+    out = fn(args, conn, *state, list(rest[n_state:]) or None, s0, n_steps, sample, count, share=share)
+    return out[:5], out[5], out[6] if share else None
 
 
-def deliver(fn: Callable[..., Any], args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: Any,
-            *incoming: Any) -> Any:
-    """The graph's end-of-batch task: ``fn`` (a backend's deliver function) with the spike parts still due."""
-    return fn(args, conn, ring, list(incoming))
+def deliver(fn: Callable[..., Any], args: tuple[Any, ...], conn: tuple[np.ndarray, ...], last: tuple[Any, ...],
+            *incoming: Any) -> tuple[Any, ...]:
+    """The graph's end-of-batch task: the spike parts still due into the ring of ``last`` (a window output)."""
+    state = last[0]
+    return (*state[:4], fn(args, conn, state[4], list(incoming)))
 
 
 def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray, incoming: Any) -> np.ndarray:
@@ -436,34 +444,37 @@ class SpikingStep(Step):
         return [tuple(col[c] for col in cols) for c in range(len(self.plan.chunks))]
 
     def build(self, state: State, n: int) -> State:
+        if n <= 0:
+            raise ValueError(f"a batch advances at least one step, got {n}")
         s0 = int(state.scalars.get("step", 0))
         blocks = self._blocks(state)
         n_chunks = len(blocks)
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
         width = self.plan.min_delay // self.overlap if self.plan.window else n
-        task = dask.delayed(window, nout=7)
+        task = dask.delayed(window, nout=3)
         counting = self.record == "rates"
         sent: list[list[list[Any]]] = []  # per window, per chunk: the spike parts that chunk is still to deliver
-        outs = []
+        outs: list[Any] = []
+        last: list[Any] = [None] * n_chunks  # per chunk: its last window task (whole output)
         for w, s in enumerate(range(s0, s0 + n, width)):
             k = min(width, s0 + n - s)
             due = sent[w - self.overlap] if w >= self.overlap else [None] * n_chunks
-            res = [tuple(task(self.fns.window, self._args[c], conns[c], s, k, self._sample[c], counting, *blocks[c],
-                              *(due[c] or ())))
-                   for c in range(n_chunks)]
-            blocks = [r[:5] for r in res]
-            parts = [r[6] for r in res]
+            held = [(1, last[c]) if last[c] is not None else (5, *blocks[c]) for c in range(n_chunks)]
+            last = [task(self.fns.window, self._args[c], conns[c], s, k, self._sample[c], counting, n_chunks > 1,
+                         *held[c], *(due[c] or ())) for c in range(n_chunks)]
+            parts = [out[2] for out in last]
             if self.exchange == "direct":
                 sent.append([parts[:c] + parts[c + 1:] for c in range(n_chunks)])
             else:
                 sent.append([[dask.delayed(self.fns.exchange or _gather)(*parts)]] * n_chunks)
-            outs += [r[5] for r in res]
+            outs += [out[1] for out in last]
         pending = sent[max(0, len(sent) - self.overlap):]
         if n_chunks > 1 and pending:
-            last = dask.delayed(deliver)
-            blocks = [(*b[:4], last(self.fns.deliver, self._args[c], conns[c], b[4],
-                                    *(p for win in pending for p in win[c])))
-                      for c, b in enumerate(blocks)]
+            final = dask.delayed(deliver, nout=5)
+            blocks = [tuple(final(self.fns.deliver, self._args[c], conns[c], last[c],
+                                  *(p for win in pending for p in win[c]))) for c in range(n_chunks)]
+        else:
+            blocks = [tuple(out[0][i] for i in range(5)) for out in last]
         if counting:
             self._out = {"counts": Gathered([o[3] for o in outs], partial(sum_counts, n_chunks))}
         else:

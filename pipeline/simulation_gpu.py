@@ -155,12 +155,13 @@ def exchange_on_device() -> bool:
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
                 incoming: Any, s0: int, n_steps: int,
-                sample: tuple[np.ndarray, int] | None = None, count: bool = False) -> tuple[Any, ...]:
+                sample: tuple[np.ndarray, int] | None = None, count: bool = False, share: bool = True) -> tuple[Any, ...]:
     """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU).
 
     The record output holds host copies: the spikes (``None`` with ``count``, which gives the window's
     spikes per (step, population) counted on the GPU instead), samples and counts. The exchange output,
-    the spikes the other chunks deliver, stays on this GPU where :func:`exchange_on_device`.
+    the spikes the other chunks deliver, stays on this GPU where :func:`exchange_on_device` (``None``
+    unless ``share``: no other chunk reads it).
     """
     cp = _cp()
     n_total = int(args[0][4][-1])
@@ -185,13 +186,15 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         gids = cp.concatenate([p[1] for p in parts])
         samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
     exchange = _narrow(cp, steps, gids, n_total, s0 + n_steps)
-    on_device = exchange_on_device()
+    on_device = exchange_on_device() or not share
     host = None if count and on_device else (cp.asnumpy(exchange[0]), cp.asnumpy(exchange[1]))
     if count:
         record = (None, None, samples, _counts(cp, steps, gids, np.asarray(args[0][4], np.int64), s0, n_steps))
     else:
         record = (*host, samples)
-    if not on_device:
+    if not share:
+        exchange = None
+    elif not on_device:
         exchange = host
     cp.cuda.get_current_stream().synchronize()  # the exchange output is complete before another worker reads it
     return v, u, g, ref, ring, record, exchange

@@ -200,17 +200,19 @@ def test_direct_exchange_gives_the_gathered_exchange_spikes(gpu_client) -> None:
 
 @pytest.fixture(scope="module")
 def ucx_client():
-    """A LocalCUDACluster whose workers talk UCX (device spikes between GPUs over NVLink or PCIe)."""
+    """``cluster.connect``'s LocalCUDACluster with workers that talk UCX (device spikes GPU to GPU, RMM pool)."""
     if _gpus() < 2:
         pytest.skip("needs cupy and two CUDA devices")
     pytest.importorskip("dask_cuda")
     pytest.importorskip("distributed_ucxx")
-    from dask_cuda import LocalCUDACluster
-    from distributed import Client
+    from neurochunk.cluster import connect
 
-    with LocalCUDACluster(protocol="ucx", host="127.0.0.1", dashboard_address=":0", device_memory_limit=0) as cluster, \
-            Client(cluster) as client:
+    client = connect({"gpu": True, "protocol": "ucx", "device_memory_limit": 0, "dashboard_address": "127.0.0.1:0"},
+                     quiet=True)
+    try:
         yield client
+    finally:
+        client.close()
 
 
 @pytest.mark.gpu

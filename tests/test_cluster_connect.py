@@ -75,6 +75,7 @@ def test_started_workers_keep_freed_heap(keep, trim) -> None:
     ({"protocol": "udp"}, "cluster.protocol must be tcp or ucx, not 'udp'"),
     ({"protocol": "ucx"}, "protocol: ucx needs gpu: true"),
     ({"malloc_keep_mib": -1}, "malloc_keep_mib must be >= 0"),
+    ({"rmm_pool_size": "1GiB"}, "rmm_pool_size and cluster.device_memory_limit need gpu: true"),
 ])
 def test_bad_protocol_and_heap_settings_are_named(cfg, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -115,6 +115,8 @@ CLUSTER_SCHEMA = Section({
     "memory_limit": Field((str, int), "auto"), "dashboard_address": Field(str, "127.0.0.1:8787"),
     "processes": Field(bool, True), "timeout": Field(float, 10.0),
     "protocol": Field(str, None, choices=("tcp", "ucx"), help="ucx (with gpu): GPU arrays over NVLink"),
+    "rmm_pool_size": Field((str, int), None, help="gpu: each worker's RMM pool (1GiB with protocol ucx)"),
+    "device_memory_limit": Field((str, int, float), None, help="gpu: dask-cuda spilling threshold (0: off)"),
     "malloc_keep_mib": Field(int, 16, help="MiB of freed heap each worker keeps (0: Dask's default)"),
     "jobqueue": Section({
         "kind": Field(str, "slurm", choices=("slurm", "pbs", "sge", "lsf")), "queue": Field(str),

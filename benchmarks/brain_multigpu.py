@@ -40,12 +40,15 @@ _ROWS: list[dict] = []
 
 
 def _cluster(n_gpus: int, protocol: str = "tcp", rmm_pool: str | None = None):
+    """``protocol``: tcp, ucx (UCX picks its transports) or ucx-nvlink (UCX told tcp, cuda_copy and cuda_ipc)."""
     from dask_cuda import LocalCUDACluster
     from distributed import Client
 
+    name, _, flavour = protocol.partition("-")
+    transports = {"enable_nvlink": True, "enable_tcp_over_ucx": True} if flavour == "nvlink" else {}
     cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(n_gpus)), n_workers=n_gpus,
                                threads_per_worker=1, device_memory_limit=0, memory_limit=0, host="127.0.0.1",
-                               dashboard_address=":0", protocol=protocol, rmm_pool_size=rmm_pool)
+                               dashboard_address=":0", protocol=name, rmm_pool_size=rmm_pool, **transports)
     client = Client(cluster)
     print(f"# {n_gpus} GPU workers: {sorted(client.scheduler_info()['workers'])}", flush=True)
     return cluster, client
@@ -94,7 +97,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
     plan = net.plan()
     steps = int(round(sim_ms / plan.dt))
     t_start = time.perf_counter()
-    pool = rmm_pool if protocol == "ucx" else None
+    pool = rmm_pool if protocol.startswith("ucx") else None
     cluster, client = _cluster(n_gpus, protocol, pool)
     rows = []
     variants = [(o, r) for o in (overlaps if n_gpus > 1 else overlaps[:1]) for r in records]
@@ -171,7 +174,8 @@ def main() -> None:
         q.add_argument("--exchange", default="direct", choices=("gather", "direct"),
                        help="spikes gathered by one task per window, or read by every chunk from every chunk")
         q.add_argument("--protocol", default="tcp",
-                       help="comma-separated worker protocols, each its own cluster: tcp and/or ucx")
+                       help="comma-separated worker protocols, each its own cluster: tcp, ucx (UCX picks its "
+                            "transports), ucx-nvlink (tcp, cuda_copy and cuda_ipc named)")
         q.add_argument("--overlap", default="1", help="comma-separated windows per smallest delay, one cluster")
         q.add_argument("--rmm-pool", default="1GiB",
                        help="ucx clusters: each worker's RMM pool, where received GPU buffers come from ('none': off)")

@@ -85,7 +85,7 @@ def _timed(runner, client, steps: int) -> tuple[float, float, float, int]:
 
 def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, exchange: str = "direct",
                records: tuple[str, ...] = ("spikes",), protocol: str = "tcp",
-               overlaps: tuple[int, ...] = (1,), rmm_pool: str | None = None) -> list[dict]:
+               overlaps: tuple[int, ...] = (1,), rmm_pool: str | None = None, block: int | None = None) -> list[dict]:
     from distributed import wait
 
     from neurochunk.pipeline.network import brunel_network
@@ -93,7 +93,7 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
     from neurochunk.pipeline.simulation import SpikingStep, initial_state
 
     net = brunel_network(n, rule="fixed_probability", seed=1, v_init={"uniform": [10.0, 20.0]},
-                         chunk=math.ceil(n / n_gpus), epsilon=1000 / (n * 4 // 5))
+                         chunk=math.ceil(n / n_gpus), epsilon=1000 / (n * 4 // 5), conn_block=block)
     plan = net.plan()
     steps = int(round(sim_ms / plan.dt))
     t_start = time.perf_counter()
@@ -177,6 +177,8 @@ def main() -> None:
                        help="comma-separated worker protocols, each its own cluster: tcp, ucx (UCX picks its "
                             "transports), ucx-nvlink (tcp, cuda_copy and cuda_ipc named)")
         q.add_argument("--overlap", default="1", help="comma-separated windows per smallest delay, one cluster")
+        q.add_argument("--block", type=int, default=None,
+                       help="generator target block (default: the network's; brain_gpu.py uses 2097152 at 1e9)")
         q.add_argument("--rmm-pool", default="1GiB",
                        help="ucx clusters: each worker's RMM pool, where received GPU buffers come from ('none': off)")
         q.add_argument("--record", default="spikes",
@@ -200,7 +202,7 @@ def main() -> None:
                 rows = run_config(args.mode, n, g, args.sim_ms, args.warm_steps, args.exchange,
                                   tuple(args.record.split(",")), protocol,
                                   tuple(int(x) for x in args.overlap.split(",")),
-                                  None if args.rmm_pool == "none" else args.rmm_pool)
+                                  None if args.rmm_pool == "none" else args.rmm_pool, args.block)
             except Exception as exc:  # noqa: BLE001 - report the failed configuration, keep the others
                 print(f"FAILED {args.mode} {g} GPUs {n:,} neurons {protocol}: {type(exc).__name__}: {exc}",
                       flush=True)

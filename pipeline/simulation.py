@@ -101,6 +101,7 @@ class ChunkFunctions:
 BACKENDS = ("cpu", "gpu")
 RECORD = ("spikes", "rates")
 EXCHANGES = ("gather", "direct")
+TASK_SPIKES = 1 << 28  # spikes one window task may hold at an assumed 100 Hz (2 GiB as int32 pairs)
 
 
 def chunk_functions(backend: str) -> ChunkFunctions:
@@ -434,6 +435,16 @@ class SpikingStep(Step):
                 raise ValueError(f"the sampling interval must be at least one step, got {every}")
             self._sample = [(ids[(ids >= lo) & (ids < hi)], every) for lo, hi in plan.chunks]
 
+    @property
+    def max_task_steps(self) -> int:
+        """Steps one task of a one-chunk network advances: its spikes stay under ``TASK_SPIKES`` at 100 Hz.
+
+        A task holds its window's spikes (on the GPU for backend ``gpu``): a 1e9-neuron batch of 100 ms in
+        one task would hold 3.75e9 of them at 37.5 Hz (60 GB), so large networks go in windows of fewer steps.
+        """
+        per_step = self.plan.n * self.plan.dt * 1e-3 * 100.0
+        return max(self.plan.min_delay, int(TASK_SPIKES / max(per_step, 1.0)))
+
     def _blocks(self, state: State) -> list[tuple[Any, ...]]:
         bounds = (tuple(hi - lo for lo, hi in self.plan.chunks),)
         cols = []
@@ -450,7 +461,7 @@ class SpikingStep(Step):
         blocks = self._blocks(state)
         n_chunks = len(blocks)
         conns = [chunk_connectivity(self.plan, self.loaders, c) for c in range(n_chunks)]
-        width = self.plan.min_delay // self.overlap if self.plan.window else n
+        width = self.plan.min_delay // self.overlap if self.plan.window else min(n, self.max_task_steps)
         task = dask.delayed(window, nout=3)
         counting = self.record == "rates"
         sent: list[list[list[Any]]] = []  # per window, per chunk: the spike parts that chunk is still to deliver

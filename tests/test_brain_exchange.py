@@ -77,3 +77,30 @@ def test_workflow_checks_overlap(tmp_path) -> None:
     path.write_text(yaml.safe_dump({"workflow": "brain", "params": {"network": "brunel", "n": 1000, "overlap": 40}}))
     with pytest.raises(ConfigError, match=r"params.overlap.*must lie in \[1, 16\]"):
         prepare(path)
+
+
+def test_one_large_chunk_runs_in_windows_of_bounded_spikes() -> None:
+    from neurochunk.pipeline import simulation
+
+    plan = brunel_network(10**9, rule="fixed_probability", chunk=10**9, epsilon=1e-6).plan()
+    step = SpikingStep(plan)
+    assert len(plan.chunks) == 1 and step.max_task_steps == 26  # 2**28 / (1e9 neurons x 1e-2 spikes per step at 100 Hz)
+    small = _brunel().plan()
+    assert SpikingStep(small).max_task_steps > 10**6
+    assert simulation.TASK_SPIKES == 1 << 28
+
+
+def test_one_chunk_in_several_windows_keeps_the_spikes(monkeypatch) -> None:
+    from neurochunk.pipeline import simulation
+
+    plan = brunel_network(5000, rule="fixed_probability", seed=11, chunk=5000, v_init={"uniform": [10.0, 20.0]}).plan()
+    whole = _spikes(plan)
+    monkeypatch.setattr(simulation, "TASK_SPIKES", 1)  # windows of min_delay steps
+    assert SpikingStep(plan).max_task_steps == plan.min_delay
+    step = SpikingStep(plan)
+    keys = [str(k) for k in step.build(initial_state(plan), 70)["v"].__dask_graph__()]
+    assert sum(k.startswith("window-") for k in keys) == 5  # 70 steps in windows of 16
+    got = _spikes(plan)
+    assert len(whole[0]) > 1000
+    np.testing.assert_array_equal(whole[0], got[0])
+    np.testing.assert_array_equal(whole[1], got[1])

@@ -474,7 +474,9 @@ class SpikingStep(Step):
             last = [task(self.fns.window, self._args[c], conns[c], s, k, self._sample[c], counting, n_chunks > 1,
                          *held[c], *(due[c] or ())) for c in range(n_chunks)]
             parts = [out[2] for out in last]
-            if self.exchange == "direct":
+            if n_chunks == 1:
+                sent.append([[]])
+            elif self.exchange == "direct":
                 sent.append([parts[:c] + parts[c + 1:] for c in range(n_chunks)])
             else:
                 sent.append([[dask.delayed(self.fns.exchange or _gather)(*parts)]] * n_chunks)

@@ -512,7 +512,8 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
                    lo: int, seed: int, pint: np.ndarray, pflt: np.ndarray, block: int,
                    block_major: bool = False, *, engine: str = "blocks", accumulate: str = "auto",
                    threads: int = 256, spikes_per_item: int | None = None, fast_skip: bool = True,
-                   persistent: bool | None = None, batch_steps: int | None = None) -> tuple[Any, Any]:
+                   persistent: bool | None = None, batch_steps: int | None = None,
+                   ordered: bool = True) -> tuple[Any, Any]:
     """The GPU twin of ``kernels.neurons.run_window`` (procedural connectivity), in place on cupy arrays.
 
     ``ring`` is ``(neuron, slot, receptor)`` int32 in any memory layout (a transposed view of a slot-major
@@ -553,6 +554,10 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         smallest delay, in steps, of the projections delivering here, so every input still arrives before the
         step that reads it: the same spikes. ``None``: that smallest delay (at most 256); ``1``: step by step.
 
+    ordered
+        ``"blocks"`` engine: order each step's neuron ids (``False``: by step only, ids in the order they
+        spiked; for counting or delivery, which need no order: no sort of a large window's spikes).
+
     Returns the window's spikes as cupy ``(steps, neuron ids)`` in (step, neuron) order.
     """
     if engine not in ENGINES:
@@ -566,7 +571,7 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
     if engine == "threads":
         return _run_threads(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, block_major)
     return _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
-                       spikes_per_item, fast_skip, persistent, batch_steps)
+                       spikes_per_item, fast_skip, persistent, batch_steps, ordered)
 
 
 def _check_options(accumulate: str, threads: int) -> None:
@@ -758,7 +763,7 @@ def _launch_deliveries(launches: list[tuple[Any, ...]], one_to_one: list[int], e
 
 
 def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, accumulate, threads,
-                spikes_per_item, fast_skip, persistent, batch_steps):
+                spikes_per_item, fast_skip, persistent, batch_steps, ordered=True):
     import cupy as cp
 
     offsets = tables[4]
@@ -822,22 +827,26 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
                                hkey, pre_pop_d, seed, tail, fast_skip, work[k * len(launches):])
         k += nb
     return _ordered(rec, int(head.get()[0]), cnt.get()[:n_steps * n_pops].reshape(n_steps, n_pops).sum(axis=1),
-                    s0, n, lo)
+                    s0, n, lo, ordered)
 
 
-def _ordered(rec: Any, total: int, per_step: np.ndarray, s0: int, n: int, lo: int) -> tuple[Any, Any]:
-    """The window's spikes in (step, neuron) order from ``rec`` (each step's local ids, in any order)."""
+def _ordered(rec: Any, total: int, per_step: np.ndarray, s0: int, n: int, lo: int,
+             sort: bool = True) -> tuple[Any, Any]:
+    """The window's spikes in (step, neuron) order from ``rec`` (each step's local ids, in any order).
+
+    With ``sort=False`` each step's ids stay in the order ``rec`` holds them.
+    """
     import cupy as cp
 
     if total == 0:
         return cp.zeros(0, cp.int64), cp.zeros(0, cp.int64)
-    if total <= _SORT_ONCE:  # one sort of (step, id) keys
+    if sort and total <= _SORT_ONCE:  # one sort of (step, id) keys
         ends = cp.asarray(np.cumsum(per_step, dtype=np.int64))
         key = cp.searchsorted(ends, cp.arange(total, dtype=cp.int64), side="right") * n + rec[:total].astype(cp.int64)
         key.sort()
         return key // n + s0, key % n + lo
     first = 0  # many spikes: sort each step's ids in place (less memory)
-    for c in per_step.tolist():
+    for c in per_step.tolist() if sort else ():
         if c > 1:
             rec[first:first + c].sort()
         first += c

@@ -437,13 +437,14 @@ class SpikingStep(Step):
 
     @property
     def max_task_steps(self) -> int:
-        """Steps one task of a one-chunk network advances: its spikes stay under ``TASK_SPIKES`` at 100 Hz.
+        """Steps one task of a one-chunk network advances: spikes under ``TASK_SPIKES`` at 100 Hz, whole delays.
 
         A task holds its window's spikes (on the GPU for backend ``gpu``): a 1e9-neuron batch of 100 ms in
         one task would hold 3.75e9 of them at 37.5 Hz (60 GB), so large networks go in windows of fewer steps.
         """
         per_step = self.plan.n * self.plan.dt * 1e-3 * 100.0
-        return max(self.plan.min_delay, int(TASK_SPIKES / max(per_step, 1.0)))
+        steps = int(TASK_SPIKES / max(per_step, 1.0))
+        return max(1, steps // self.plan.min_delay) * self.plan.min_delay  # whole delays: whole GPU delivery batches
 
     def _blocks(self, state: State) -> list[tuple[Any, ...]]:
         bounds = (tuple(hi - lo for lo, hi in self.plan.chunks),)

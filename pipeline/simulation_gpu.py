@@ -88,13 +88,14 @@ def init_chunk(plan: Plan, c: int) -> tuple[Any, ...]:
             cp.asarray(g) if uses_g else _placeholder(cp, (n, 2)), cp.zeros(n, cp.int32), ring)
 
 
-def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int) -> tuple[Any, Any]:
+def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0: int, n_steps: int,
+         ordered: bool = True) -> tuple[Any, Any]:
     from neurochunk.kernels.network_gpu import run_window_gpu
 
     tables, lo, seed, pint, pflt, block = args[:6]
     uu = u[:1] if u.strides[0] == 0 else u
     gg = g[:1] if g.strides[0] == 0 else g
-    return run_window_gpu(tables, v, uu, gg, ref, ring, s0, n_steps, lo, seed, pint, pflt, block)
+    return run_window_gpu(tables, v, uu, gg, ref, ring, s0, n_steps, lo, seed, pint, pflt, block, ordered=ordered)
 
 
 def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
@@ -167,8 +168,9 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
     n_total = int(args[0][4][-1])
     v, u, g, ref, ring = _device(args, v, u, g, ref, ring)
     _incoming(args, ring, incoming)
+    ordered = not count  # counts and deliveries need no order within a step
     if sample is None or len(sample[0]) == 0:
-        steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps)
+        steps, gids = _run(args, v, u, g, ref, ring, s0, n_steps, ordered)
         samples = None
     else:
         idx, every = sample
@@ -177,7 +179,7 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         s, end = s0, s0 + n_steps
         while s < end:
             k = min(end, (s // every + 1) * every) - s
-            parts.append(_run(args, v, u, g, ref, ring, s, k))
+            parts.append(_run(args, v, u, g, ref, ring, s, k, ordered))
             s += k
             if s % every == 0:
                 times.append(s)
@@ -185,17 +187,16 @@ def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: 
         steps = cp.concatenate([p[0] for p in parts])
         gids = cp.concatenate([p[1] for p in parts])
         samples = (np.array(times, np.int64), idx, np.array(values, np.float32).reshape(len(times), len(idx)))
-    exchange = _narrow(cp, steps, gids, n_total, s0 + n_steps)
-    on_device = exchange_on_device() or not share
-    host = None if count and on_device else (cp.asnumpy(exchange[0]), cp.asnumpy(exchange[1]))
+    on_device = exchange_on_device()
+    spikes = _narrow(cp, steps, gids, n_total, s0 + n_steps) if share or not count else None
+    host = None
+    if not count or (share and not on_device):
+        host = (cp.asnumpy(spikes[0]), cp.asnumpy(spikes[1]))
     if count:
         record = (None, None, samples, _counts(cp, steps, gids, np.asarray(args[0][4], np.int64), s0, n_steps))
     else:
         record = (*host, samples)
-    if not share:
-        exchange = None
-    elif not on_device:
-        exchange = host
+    exchange = None if not share else spikes if on_device else host
     cp.cuda.get_current_stream().synchronize()  # the exchange output is complete before another worker reads it
     return v, u, g, ref, ring, record, exchange
 

@@ -84,7 +84,7 @@ def test_one_large_chunk_runs_in_windows_of_bounded_spikes() -> None:
 
     plan = brunel_network(10**9, rule="fixed_probability", chunk=10**9, epsilon=1e-6).plan()
     step = SpikingStep(plan)
-    assert len(plan.chunks) == 1 and step.max_task_steps == 26  # 2**28 / (1e9 neurons x 1e-2 spikes per step at 100 Hz)
+    assert len(plan.chunks) == 1 and step.max_task_steps == 16  # 2**28 / (1e9 x 1e-2 spikes per step at 100 Hz) = 26: one delay
     small = _brunel().plan()
     assert SpikingStep(small).max_task_steps > 10**6
     assert simulation.TASK_SPIKES == 1 << 28

@@ -145,6 +145,23 @@ def test_spike_list_refills_and_per_step_sort(monkeypatch) -> None:
     np.testing.assert_array_equal(ic, ig)
 
 
+@pytest.mark.parametrize("sort_once", [True, False])
+def test_unordered_window_gives_the_spikes_by_step(monkeypatch, sort_once) -> None:
+    """``ordered=False``: the same spikes and state, each step's ids in the order they spiked."""
+    from neurochunk.kernels import network_gpu
+
+    if not sort_once:
+        monkeypatch.setattr(network_gpu, "_SORT_ONCE", 0)
+    plan = brunel_network(5000, rule="fixed_probability", seed=8, v_init={"uniform": [10.0, 20.0]}).plan()
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 120, window=48, ordered=False)
+    assert len(sc) > 500
+    np.testing.assert_array_equal(sc, sg)  # by step
+    order = np.lexsort((ig, sg))
+    np.testing.assert_array_equal(ic, ig[order])
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_options_refused() -> None:
     plan = coba_network(seed=1).plan()
     gpu = to_device(_init_chunk(plan, 0))

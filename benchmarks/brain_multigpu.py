@@ -117,7 +117,8 @@ def run_config(mode: str, n: int, n_gpus: int, sim_ms: float, warm_steps: int, e
             gib = max(client.run(_pool_gib).values())
             rows.append({"mode": mode, "exchange": exchange, "record": record, "protocol": protocol,
                          "rmm_pool": pool, "overlap": overlap, "gpus": n_gpus, "neurons": n,
-                         "per_gpu": n // n_gpus, "chunks": len(plan.chunks), "window_steps": plan.window or steps,
+                         "per_gpu": n // n_gpus, "chunks": len(plan.chunks),
+                         "window_steps": plan.min_delay // overlap if plan.window else min(steps, step.max_task_steps),
                          "sim_ms": steps * plan.dt, "wall_s": wall, "compute_s": runner.reports[-1].compute_s,
                          "s_per_sim_s": wall / (steps * plan.dt / 1e3), "spikes": spikes,
                          "events_per_s": spikes * 1250.0 / wall, "rate_hz": spikes / n / (steps * plan.dt / 1e3),

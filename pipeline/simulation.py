@@ -1,14 +1,17 @@
 """Spiking simulation as lazy Dask graphs: initial State, the windowed Step, connectivity.
 
 One task advances one neuron chunk through one exchange window (the
-smallest synaptic delay; the whole batch when one chunk holds the network)
-with the numba window kernel. After each window the chunks' spikes are
-gathered into one small array that every chunk's next task reads, so a batch
-graph has O(chunks) edges per window. Each batch ends with every spike
-delivered into the ring buffers, so the State between batches (v, u, g,
-refractory counters, ring buffers, step) is all a checkpoint needs.
-Stored synapses live in ``pipeline.synapses``; running, recording and
-resuming in ``pipeline.recording``.
+smallest synaptic delay, or a fraction of it with ``overlap``; windows of
+bounded spikes when one chunk holds the network) with the numba window kernel
+(or its cupy twin). Each window task depends on the chunk's previous window
+task and on the spikes the other chunks sent it: gathered into one array per
+window (``exchange="gather"``, O(chunks) edges) or read part by part from
+every other chunk (``"direct"``, for a few chunks, one per GPU). Each batch
+ends with every spike delivered into the ring buffers, so the State between
+batches (v, u, g, refractory counters, ring buffers, step) is all a checkpoint
+needs. Stored synapses live in ``pipeline.synapses``; running, recording and
+resuming in ``pipeline.recording``; the GPU chunk functions in
+``pipeline.simulation_gpu``.
 """
 
 from __future__ import annotations

@@ -82,6 +82,93 @@ def _next_target(pflt, p, key, k, j):
     return j + 1 + np.int64(skip), k + 1
 
 
+@_inline
+def _block_synapse(pint, pflt, p, rule, key, k, j, n_b):
+    """The synapse after target ``j`` of a fixed-probability (rule 0) or all-to-all (rule 1) target block.
+
+    The one definition of a block's synapse sequence, read by :func:`deliver_many` and :func:`materialize`:
+    start with ``k = 0``, ``j = -1`` and call until ``j >= n_b``.
+
+    Parameters
+    ----------
+    pint, pflt : ndarray
+        The projection tables.
+    p, rule : int
+        The projection and its rule (0 or 1).
+    key : uint64
+        The block's stream, ``stream_key(seed, pid, pre, b)``.
+    k : int
+        The stream's next draw.
+    j : int64
+        The previous synapse's target, local to the block (-1 before the first).
+    n_b : int
+        Post neurons in the block.
+
+    Returns
+    -------
+    j : int64
+        The synapse's target, local to the block; ``j >= n_b`` ends the block (nothing else is drawn then,
+        and ``wq``, ``d`` are 0).
+    wq : int32
+        Its weight in quanta.
+    d : int
+        Its delay in steps.
+    k : int
+        The stream's next draw.
+    """
+    if rule == 1:
+        j += 1
+    else:
+        j, k = _next_target(pflt, p, key, k, j)
+    if j >= n_b:
+        return j, np.int32(0), 0, k
+    wq, d, k = _weight_delay(pint, pflt, p, key, k)
+    return j, wq, d, k
+
+
+@_inline
+def _outdegree_synapse(pint, pflt, p, key, k):
+    """The next of a presynaptic neuron's ``K`` fixed out-degree (rule 4) synapses, drawn with replacement.
+
+    Parameters
+    ----------
+    pint, pflt : ndarray
+        The projection tables.
+    p : int
+        The projection.
+    key : uint64
+        The neuron's stream, ``stream_key(seed, pid, pre, _OUT_BLOCK)``.
+    k : int
+        The stream's next draw (0 for the first synapse).
+
+    Returns
+    -------
+    t : int64
+        The synapse's target, local to the post population.
+    wq : int32
+        Its weight in quanta.
+    d : int
+        Its delay in steps.
+    k : int
+        The stream's next draw.
+    """
+    n_post = pint[p, I_POST_N]
+    t = min(np.int64(uniform(key, k) * n_post), n_post - 1)
+    wq, d, k = _weight_delay(pint, pflt, p, key, k + 1)
+    return t, wq, d, k
+
+
+@_inline
+def _one_to_one_key(seed, pid, pre, block):
+    """The stream of presynaptic neuron ``pre``'s one-to-one (rule 2) synapse, onto post neuron ``pre``.
+
+    It is the stream of the target's block, ``stream_key(seed, pid, pre, pre // block)``; the synapse's
+    weight and delay are ``_weight_delay(pint, pflt, p, key, 0)`` (drawn in the caller: behind a second
+    inlined helper, :func:`materialize`'s one-to-one loop ran about 15% slower).
+    """
+    return stream_key(seed, pid, pre, pre // block)
+
+
 _BATCH = 32
 _MANT = np.int64((1 << 52) - 1)
 _ONE = np.int64(1023 << 52)
@@ -189,7 +276,32 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
     ``ring[(s + delay) % n_slots, receptor, i - lo] += weight`` for each synapse (the ring is
     slot-major here). Spikes of neurons in ``[skip_lo, skip_hi)`` are skipped. Stored
     projections read CSR rows (``ptr_all``/``cols``/...); procedural ones regenerate them one
-    target block at a time for all spikes, so the writes of a block stay in cache.
+    target block at a time for all spikes, so the writes of a block stay in cache. The synapses
+    are :func:`materialize`'s: both draw them with ``_block_synapse`` (rules 0 and 1; constant
+    weight and delay under rule 0 take ``_deliver_constant``, the same targets in batches),
+    ``_outdegree_synapse`` (rule 4) and ``_one_to_one_key`` (rule 2).
+
+    Parameters
+    ----------
+    steps, gids : ndarray of int64
+        The spikes' steps and global neuron ids.
+    skip_lo, skip_hi : int
+        Spikes of neurons in ``[skip_lo, skip_hi)`` add nothing (``-1, -1``: none skipped).
+    pint, pflt : ndarray
+        The projection tables (``I_*`` and ``F_*`` columns).
+    seed : int
+        The network's seed.
+    block : int
+        Post neurons per target block (``conn_block``).
+    lo, hi : int
+        The global ids of the post neurons the ring holds.
+    ring : ndarray of int32, shape (n_slots, receptors, hi - lo)
+        Weights in quanta, added to in place.
+    n_slots : int
+        Ring slots (``ring.shape[0]``).
+    ptr_all, ptr_off, cols, cwq, cdl : ndarray
+        Stored projections' CSR rows: projection ``p``'s row pointers start at ``ptr_all[ptr_off[p]]``;
+        columns (local to ``lo``), weights in quanta and delays in steps.
     """
     n_spk = gids.shape[0]
     for p in range(pint.shape[0]):
@@ -218,12 +330,11 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
                 else:
                     t = post_lo + pre
                     if lo <= t < hi:
-                        wq, d, k = _weight_delay(pint, pflt, p, stream_key(seed, pid, pre, pre // block), 0)
+                        wq, d, _ = _weight_delay(pint, pflt, p, _one_to_one_key(seed, pid, pre, block), 0)
                         ring[(s + d) % n_slots, r, t - lo] += wq
             continue
         if rule == 4:
             # fixed out-degree (with replacement): every chunk replays the neuron's K draws, keeps its own
-            n_post = pint[p, I_POST_N]
             for x in range(n_spk):
                 g = gids[x]
                 pre = g - pre_lo
@@ -233,8 +344,8 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
                 key = stream_key(seed, pid, pre, _OUT_BLOCK)
                 k = 0
                 for _ in range(pint[p, I_K]):
-                    t = post_lo + min(np.int64(uniform(key, k) * n_post), n_post - 1)
-                    wq, d, k = _weight_delay(pint, pflt, p, key, k + 1)
+                    t, wq, d, k = _outdegree_synapse(pint, pflt, p, key, k)
+                    t += post_lo
                     if lo <= t < hi:
                         ring[(s + d) % n_slots, r, t - lo] += wq
             continue
@@ -258,13 +369,9 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
                 k = 0
                 j = np.int64(-1)
                 while True:
-                    if rule == 1:
-                        j += 1
-                    else:
-                        j, k = _next_target(pflt, p, key, k, j)
+                    j, wq, d, k = _block_synapse(pint, pflt, p, rule, key, k, j, n_b)
                     if j >= n_b:
                         break
-                    wq, d, k = _weight_delay(pint, pflt, p, key, k)
                     t = start + j
                     if lo <= t < hi:
                         ring[(s + d) % n_slots, r, t - lo] += wq
@@ -274,8 +381,31 @@ def deliver_many(steps, gids, skip_lo, skip_hi, pint, pflt, seed, block, lo, hi,
 def materialize(pint, pflt, p, seed, block, lo, hi):
     """CSR of projection ``p``'s synapses into post neurons ``[lo, hi)``, rows = presynaptic neurons.
 
-    Returns ``(indptr, cols, wq, delay)``: ``cols`` are indices local to ``lo``.
-    Synapses of a row are in the order :func:`deliver_many` generates them.
+    Synapses of a row are in the order :func:`deliver_many` generates them, from the same helpers.
+
+    Parameters
+    ----------
+    pint, pflt : ndarray
+        The projection tables.
+    p : int
+        The projection.
+    seed : int
+        The network's seed.
+    block : int
+        Post neurons per target block (``conn_block``).
+    lo, hi : int
+        Global ids of the post neurons kept (clipped to the projection's post population).
+
+    Returns
+    -------
+    indptr : ndarray of int64, shape (n_pre + 1,)
+        Row pointers.
+    cols : ndarray of int32
+        Post indices local to ``lo`` (after clipping).
+    wq : ndarray of int32
+        Weights in quanta.
+    delay : ndarray of int32
+        Delays in steps.
     """
     n_pre = pint[p, I_PRE_N]
     post_lo = pint[p, I_POST_LO]
@@ -283,6 +413,7 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
     lo = max(lo, post_lo)
     hi = max(lo, min(hi, post_hi))
     rule = pint[p, I_RULE]
+    pid = (STREAM_CONN << 32) | pint[p, I_ID]
     cap = 1024
     cols = np.empty(cap, np.int32)
     wqs = np.empty(cap, np.int32)
@@ -327,12 +458,11 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
         return indptr, c2, w2, d2
     for pre in range(n_pre):
         if rule == 4:
-            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, _OUT_BLOCK)
+            key = stream_key(seed, pid, pre, _OUT_BLOCK)
             k = 0
-            n_post = pint[p, I_POST_N]
             for _ in range(pint[p, I_K]):
-                t = post_lo + min(np.int64(uniform(key, k) * n_post), n_post - 1)
-                wq, d, k = _weight_delay(pint, pflt, p, key, k + 1)
+                t, wq, d, k = _outdegree_synapse(pint, pflt, p, key, k)
+                t += post_lo
                 if lo <= t < hi:
                     if n == cap:
                         cols, wqs, dls, cap = _grow(cols, wqs, dls, cap)
@@ -345,8 +475,7 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
         if rule == 2:
             t = post_lo + pre
             if lo <= t < hi:
-                key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, pre // block)
-                wq, d, k = _weight_delay(pint, pflt, p, key, 0)
+                wq, d, _ = _weight_delay(pint, pflt, p, _one_to_one_key(seed, pid, pre, block), 0)
                 if n == cap:
                     cols, wqs, dls, cap = _grow(cols, wqs, dls, cap)
                 cols[n] = t - lo
@@ -360,17 +489,13 @@ def materialize(pint, pflt, p, seed, block, lo, hi):
         for b in range(b0, b1):
             start = post_lo + b * block
             n_b = min(block, post_hi - start)
-            key = stream_key(seed, (STREAM_CONN << 32) | pint[p, I_ID], pre, b)
+            key = stream_key(seed, pid, pre, b)
             k = 0
             j = np.int64(-1)
             while True:
-                if rule == 1:
-                    j += 1
-                else:
-                    j, k = _next_target(pflt, p, key, k, j)
+                j, wq, d, k = _block_synapse(pint, pflt, p, rule, key, k, j, n_b)
                 if j >= n_b:
                     break
-                wq, d, k = _weight_delay(pint, pflt, p, key, k)
                 if not lo <= start + j < hi:
                     continue
                 if n == cap:

@@ -28,7 +28,7 @@ def reference():
     return plan, _spikes(plan)
 
 
-@pytest.mark.parametrize(("exchange", "overlap"), [("direct", 1), ("gather", 2), ("direct", 3), ("gather", 16)])
+@pytest.mark.parametrize(("exchange", "overlap"), [("gather", 1), ("gather", 2), ("direct", 3), ("gather", 16)])
 def test_exchange_and_overlap_keep_the_spikes(reference, exchange, overlap) -> None:
     plan, (steps, gids) = reference
     assert len(steps) > 2000 and steps[-1] > 200
@@ -64,7 +64,9 @@ def test_overlap_and_exchange_are_checked() -> None:
         SpikingStep(plan, overlap=2)
     with pytest.raises(ValueError, match="exchange must be one of auto, gather, direct, got 'all'"):
         SpikingStep(plan, exchange="all")
-    assert SpikingStep(plan).exchange == "gather"
+    assert SpikingStep(plan).exchange == "direct"
+    many = coba_network(400, chunk=40).plan()
+    assert len(many.chunks) == 10 and SpikingStep(many).exchange == "gather"
 
 
 def test_workflow_checks_overlap(tmp_path) -> None:

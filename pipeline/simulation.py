@@ -398,7 +398,8 @@ class SpikingStep(Step):
         ``"gather"``: a window's spikes are gathered into one array that every chunk's next task reads
         (O(chunks) graph edges per window). ``"direct"``: each chunk's task reads every other chunk's spikes
         itself (chunks x chunks edges, one scheduler hop less per window: no gathering task, no worker that
-        sends the whole window to every other). ``"auto"``: direct up to ``DIRECT_MAX_CHUNKS`` chunks.
+        sends the whole window to every other). ``"auto"``: direct on backend ``gpu`` (a few chunks per GPU) and
+        up to ``DIRECT_MAX_CHUNKS`` chunks on ``cpu``.
         On backend ``gpu`` the exchanged spikes stay on the device: the cluster's protocol moves them
         (``ucx`` over NVLink between GPUs of one host; ``tcp`` through host memory).
     record
@@ -420,7 +421,7 @@ class SpikingStep(Step):
         self.fns = chunk_functions(backend)
         check_backend(plan, self.fns.name)
         if exchange == "auto":
-            exchange = "direct" if len(plan.chunks) <= DIRECT_MAX_CHUNKS else "gather"
+            exchange = "direct" if self.fns.name == "gpu" or len(plan.chunks) <= DIRECT_MAX_CHUNKS else "gather"
         if exchange not in EXCHANGES:
             raise ValueError(f"exchange must be one of auto, {', '.join(EXCHANGES)}, got {exchange!r}")
         if record not in RECORD:

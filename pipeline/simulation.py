@@ -37,7 +37,7 @@ from .step import Step
 
 __all__ = ["initial_state", "initial_values", "SpikingStep", "STATE_DIMS", "EMPTY_CONN", "BACKENDS",
            "ChunkFunctions", "chunk_functions", "check_backend", "host_state", "merge_spikes", "sum_counts",
-           "window_counts", "RECORD", "EXCHANGES"]
+           "window_counts", "RECORD", "EXCHANGES", "spike_parts"]
 
 STATE_DIMS = {"v": ("neuron",), "u": ("neuron",), "g": ("neuron", "receptor"), "ref": ("neuron",),
               "ring": ("neuron", "slot", "receptor")}
@@ -228,8 +228,12 @@ def window_counts(steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: 
     return c.astype(np.int64).reshape(n_steps, n_pops)
 
 
-def _spike_parts(incoming: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """Other chunks' spikes as one ``(steps, gids)``: ``incoming`` is ``None``, one pair or a list of pairs."""
+def spike_parts(incoming: Any, xp: Any = np) -> tuple[Any, Any] | None:
+    """Other chunks' spikes as one ``(steps, gids)``: ``incoming`` is ``None``, one pair or a list of pairs.
+
+    Several non-empty parts are joined by array module ``xp`` (``cupy`` for the GPU chunk functions,
+    which then take host and device parts alike); one part comes back as it is.
+    """
     if incoming is None:
         return None
     parts = [p for p in (incoming if isinstance(incoming, list) else [incoming]) if len(p[1])]
@@ -237,7 +241,7 @@ def _spike_parts(incoming: Any) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if len(parts) == 1:
         return parts[0][0], parts[0][1]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return (xp.concatenate([xp.asarray(p[0]) for p in parts]), xp.concatenate([xp.asarray(p[1]) for p in parts]))
 
 
 def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.ndarray, u: np.ndarray, g: np.ndarray,
@@ -247,7 +251,7 @@ def _run_cpu_window(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: np.n
     v, u, g, ref = v.copy(), u.copy(), g.copy(), ref.copy()
     work = slot_major(ring)  # slot-major while the kernels run
     hi = lo + v.shape[0]
-    spikes = _spike_parts(incoming)
+    spikes = spike_parts(incoming)
     if spikes is not None:
         deliver_many(spikes[0], spikes[1], lo, hi, pint, pflt, seed, block, lo, hi, work, work.shape[0], *conn)
     if sample is None or len(sample[0]) == 0:
@@ -295,7 +299,7 @@ def deliver(fn: Callable[..., Any], args: tuple[Any, ...], conn: tuple[np.ndarra
 
 def _deliver_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], ring: np.ndarray, incoming: Any) -> np.ndarray:
     _, lo, seed, pint, pflt, block = args
-    spikes = _spike_parts(incoming)
+    spikes = spike_parts(incoming)
     if spikes is None:
         return ring
     work = slot_major(ring)

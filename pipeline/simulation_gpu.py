@@ -104,16 +104,15 @@ def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
     The "blocks" engine of ``kernels.network_gpu`` delivers them in one call (networks under 2**31
     neurons); larger networks take ``kernels.delivery_gpu``'s one thread per (spike, projection, block).
     """
-    if incoming is None:
-        return
+    from .simulation import spike_parts
+
     cp = _cp()
+    spikes = spike_parts(incoming, cp)
+    if spikes is None:
+        return
+    steps, gids = spikes
     tables, lo, seed, pint, pflt, block = args[:6]
     hi = lo + ring.shape[0]
-    parts = [p for p in (incoming if isinstance(incoming, list) else [incoming]) if len(p[1])]
-    if not parts:
-        return
-    steps = cp.concatenate([cp.asarray(p[0]) for p in parts]) if len(parts) > 1 else parts[0][0]
-    gids = cp.concatenate([cp.asarray(p[1]) for p in parts]) if len(parts) > 1 else parts[0][1]
     if int(tables[4][-1]) < 2**31:
         from neurochunk.kernels.network_gpu import deliver_spikes_gpu
 

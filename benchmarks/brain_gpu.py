@@ -256,18 +256,20 @@ def agreement(draws: int) -> None:
     from neurochunk.kernels.network_gpu import _module
 
     kern = _module().get_function("skip_agreement")
-    for p in (0.5, 0.1, 0.02, 1e-3):
-        out = cp.zeros(2, cp.uint64)
-        e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-        e0.record()
-        kern((132 * 16,), (256,), (np.uint64(12345 + int(p * 1e6)), np.int64(draws), np.float64(1 / np.log1p(-p)), out))
-        e1.record()
-        e1.synchronize()
-        taken, bad = (int(x) for x in out.get())
-        print(f"skip filter p={p:g}: {draws:.3g} draws, float32 answered {taken / draws:.4%}, disagreed {bad} "
-              f"({cp.cuda.get_elapsed_time(e0, e1):.0f} ms)", flush=True)
-        if bad:
-            raise SystemExit(f"the float32 skip filter disagreed with the double formula at p={p}")
+    for name, skip_filter, ps in (("float32", 1, (0.5, 0.1, 0.02, 1e-3)), ("table", 2, (0.1, 1e-3, 1e-4, 1.25e-6))):
+        for p in ps:
+            out = cp.zeros(2, cp.uint64)
+            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+            e0.record()
+            kern((132 * 16,), (256,), (np.uint64(12345 + int(p * 1e6)), np.int64(draws), np.float64(1 / np.log1p(-p)),
+                                       np.int32(skip_filter), out))
+            e1.record()
+            e1.synchronize()
+            taken, bad = (int(x) for x in out.get())
+            print(f"{name} skip filter p={p:g}: {draws:.3g} draws, answered {taken / draws:.4%}, disagreed {bad} "
+                  f"({cp.cuda.get_elapsed_time(e0, e1):.0f} ms)", flush=True)
+            if bad:
+                raise SystemExit(f"the {name} skip filter disagreed with the double formula at p={p}")
 
 
 def check(args: argparse.Namespace) -> None:

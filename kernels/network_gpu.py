@@ -31,6 +31,7 @@ Both draw the same synapses from the same keyed streams (``kernels.rng``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,18 @@ _MASK = (1 << 64) - 1
 _REC_MIN = 1 << 24  # spikes the window's list holds at least before the host looks at its length
 _SORT_ONCE = 1 << 26  # up to this many spikes a window's spikes are ordered by one sort of int64 keys
 _BATCH_MAX = 256  # most steps whose deliveries go in one launch
+_FILL = 0.5  # a target block's share of the resident delivery blocks (global sums): about 2 target blocks at work
 
-_SOURCE = CUDA_SOURCE + r"""
+
+def _log_table() -> str:
+    """``LOG_TABLE[i] = (c_i, -log c_i)``, ``c_i = 1 / (1 + (i + 1/2) / 128)``: the table skip filter's (CUDA source)."""
+    rows = []
+    for i in range(128):
+        c = 1.0 / (1.0 + (i + 0.5) / 128)
+        rows.append(f"{{{c!r}, {-math.log(c)!r}}}")
+    return "__device__ const double2 LOG_TABLE[128] = {" + ", ".join(rows) + "};\n"
+
+_SOURCE = CUDA_SOURCE + _log_table() + r"""
 __device__ __forceinline__ bool neuron_update(
     int model, const float* prm, int ref_steps, float q0, float q1, double lam, const double* cdf, int pwq, int pr,
     u64 seed, long long lo, int i, float* v, float* u, float* g, int* ref, int* ring,
@@ -250,11 +261,16 @@ __device__ __forceinline__ int draw_delay(int dk, const double* pf, u64* ctr) {
 }
 
 // Skip of a fixed-probability stream: floor(log(u) * inv) in double precision, u = unit(ctr) from z = mix64(ctr),
-// as the CPU computes it. exact_skip is that formula; fast_skip answers from a float32 log2 of z's top 32 bits
-// when the answer is provably the same: |y32 - y| <= ecf + 2.5e-7 y, with ecf = 1.7e-5 |cf| + 1e-6 (cf = inv ln 2
-// in float; the terms: __log2f's 2 ulp on [2^20, 2^32) taken as 2^-16, the top bits against u, the float
-// roundings), and y32 is at least that far from every integer. Otherwise (about 0.05% of draws at p = 0.1, and
-// whenever |cf| >= 1024, i.e. p below about 7e-4) the double formula runs.
+// as the CPU computes it. exact_skip is that formula. Two filters answer from cheaper arithmetic when the answer
+// is provably the same, else the double formula runs:
+// - fast_skip (1): a float32 log2 of z's top 32 bits: |y32 - y| <= ecf + 2.5e-7 y, with ecf = 1.7e-5 |cf| + 1e-6
+//   (cf = inv ln 2 in float; the terms: __log2f's 2 ulp on [2^20, 2^32) taken as 2^-16, the top bits against u,
+//   the float roundings), and y32 is at least that far from every integer (about 99.95% of draws at p = 0.1).
+//   Only for |cf| < 1024 (p above about 7e-4).
+// - table_skip (2, sparser projections): log(u) = e ln 2 - log(c_i) + log1p(r), c_i from a table of 128 over the
+//   top mantissa bits, r = f c_i - 1 (|r| < 2^-8), log1p(r) to r^4: within 1.8e-13 of log(u) (the r^5/5 term),
+//   3e-13 with the roundings; so |y' - y| <= 3e-13 |inv| + 1e-15 y (the CPU's and this log's last bits and
+//   the products' roundings in the second term), and y' is at least that far from every integer.
 __device__ __forceinline__ int exact_skip(u64 z, double inv, int big) {
     double sk = floor(log((double)((long long)(z >> 11) + 1LL) * (1.0 / 9007199254740992.0)) * inv);
     return sk > 2.0e9 ? big : (int)sk;
@@ -270,27 +286,51 @@ __device__ __forceinline__ bool fast_skip(u64 z, float cf, float ecf, int* skip)
     if (y - f > e && f + 1.0f - y > e) { *skip = (int)f; return true; }
     return false;
 }
-__device__ __forceinline__ int next_skip(u64 z, double inv, float cf, float ecf, bool fast, int big) {
+__device__ __forceinline__ double table_log(u64 z) {
+    double d = (double)((long long)(z >> 11) + 1LL);  // u * 2^53, exact
+    int hi = __double2hiint(d), lo = __double2loint(d);
+    double2 t = LOG_TABLE[(hi >> 13) & 127];
+    double f = __hiloint2double((hi & 0x000FFFFF) | 0x3FF00000, lo);
+    double r = fma(f, t.x, -1.0);
+    double lp = r * fma(r, fma(r, fma(r, -0.25, 1.0 / 3.0), -0.5), 1.0);
+    double e = (double)((hi >> 20) - 1023 - 53);
+    return fma(e, 6.93147180369123816490e-01, t.y + fma(e, 1.90821492927058770002e-10, lp));
+}
+__device__ __forceinline__ bool table_skip(u64 z, double inv, double etol, int big, int* skip) {
+    double y = table_log(z) * inv;
+    double f = floor(y);
+    double e = etol + 1e-15 * y;
+    if (y - f > e && f + 1.0 - y > e) { *skip = f > 2.0e9 ? big : (int)f; return true; }
+    return false;
+}
+template <bool TABLE>  // false: no table filter (its code costs the shared-sum kernel registers), the double formula
+__device__ __forceinline__ int next_skip(u64 z, double inv, float cf, float ecf, double etol, int filter, int big) {
     int skip;
-    if (fast && fast_skip(z, cf, ecf, &skip)) return skip;
+    if (filter == 1 && fast_skip(z, cf, ecf, &skip)) return skip;
+    if (TABLE && filter == 2 && table_skip(z, inv, etol, big, &skip)) return skip;
     return exact_skip(z, inv, big);
 }
-__device__ __forceinline__ void skip_constants(double inv, int allow, float* cf, float* ecf, bool* fast) {
+// filter: 0 none (allow == 0), 1 the float32 one where it can resolve the skips, else 2 the table one.
+__device__ __forceinline__ void skip_constants(double inv, int allow, float* cf, float* ecf, double* etol,
+                                               int* filter) {
     *cf = (float)(inv * 0.6931471805599453);
     *ecf = 1.7e-5f * fabsf(*cf) + 1e-6f;
-    *fast = allow && fabsf(*cf) < 1024.0f;
+    *etol = 3e-13 * fabs(inv);
+    *filter = !allow ? 0 : (fabsf(*cf) < 1024.0f ? 1 : 2);
 }
 
-// Draws n of stream key: how often fast_skip answered, and how often it disagreed with exact_skip (a test).
-extern "C" __global__ void skip_agreement(u64 key, long long n, double inv, unsigned long long* out) {
+// Draws n of stream key: how often filter (1 float32, 2 table) answered, and how often it disagreed with
+// exact_skip (a test).
+extern "C" __global__ void skip_agreement(u64 key, long long n, double inv, int filter, unsigned long long* out) {
     float cf, ecf;
-    bool fast;
-    skip_constants(inv, 1, &cf, &ecf, &fast);
+    double etol;
+    int mode;
+    skip_constants(inv, 1, &cf, &ecf, &etol, &mode);
     unsigned long long taken = 0, bad = 0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         u64 z = mix64(key + (u64)(i + 1) * GOLDEN);
         int f;
-        if (fast_skip(z, cf, ecf, &f)) {
+        if (filter == 1 ? fast_skip(z, cf, ecf, &f) : table_skip(z, inv, etol, 1 << 30, &f)) {
             taken += 1;
             bad += f != exact_skip(z, inv, 1 << 30);
         }
@@ -299,14 +339,27 @@ extern "C" __global__ void skip_agreement(u64 key, long long n, double inv, unsi
     atomicAdd(out + 1, bad);
 }
 
-// The spikes of population P at step k of a batch of n_batch steps: rec[first .. first + n) (cnt: the batch's
-// counts, step-major, one per population; *head: the list's length after the batch).
-__device__ __forceinline__ long long spike_range(const int* cnt, int n_pops, int n_batch, int k, int P,
-                                                 const unsigned long long* head, long long* n) {
-    long long after = 0;
-    for (int q = k * n_pops + P; q < n_batch * n_pops; ++q) after += cnt[q];
-    *n = cnt[k * n_pops + P];
-    return (long long)(*head) - after;
+// The spikes of population P at step k of a batch start at rec[first[k * n_pops + P]]: first from the batch's
+// counts (cnt, step-major, one per population; n of them) and the list's length after the batch (*head).
+extern "C" __global__ void batch_spans(const int* cnt, int n, const unsigned long long* head, long long* first) {
+    __shared__ int s_cnt[1024];
+    long long at = (long long)(*head);
+    for (int end = n; end > 0; end -= 1024) {
+        int begin = end > 1024 ? end - 1024 : 0;
+        __syncthreads();
+        for (int q = begin + threadIdx.x; q < end; q += blockDim.x) s_cnt[q - begin] = cnt[q];
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int q = end - 1; q >= begin; --q) { at -= s_cnt[q - begin]; first[q] = at; }
+    }
+}
+
+// The next of an item's spikes for each lane calling: spike from + the item's shared counter (one atomic per warp).
+__device__ __forceinline__ int next_spike(int* taken, int from) {
+    unsigned need = __activemask();
+    int lane = (int)(threadIdx.x & 31), leader = __ffs(need) - 1, base = 0;
+    if (lane == leader) base = atomicAdd(taken, __popc(need));
+    return from + __shfl_sync(need, base, leader) + __popc(need & ((1u << lane) - 1u));
 }
 
 // MODE 0: fixed probability, constant weight and delay, sums in shared memory, one flush per CUDA block.
@@ -316,20 +369,22 @@ __device__ __forceinline__ long long spike_range(const int* cnt, int n_pops, int
 // target block.
 template <int MODE>
 __device__ __forceinline__ void deliver_item(
-    unsigned item, int k, int n_batch, const int* units, int cmax, const long long* pint, const double* pflt,
-    const u64* hkey, const int* pre_pop, const int* rec, const unsigned long long* head, const int* cnt, int n_pops,
+    unsigned item, int k, const int* units, int cmax, const long long* pint, const double* pflt,
+    const u64* hkey, const int* pre_pop, const int* rec, const long long* spans, const int* cnt, int n_pops,
     long long block, long long lo, long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r,
-    long long s, int allow_fast)
+    int s_mod0, int allow_fast, int* taken)
 {
     extern __shared__ int acc[];
-    int unit_i = (int)(item / (unsigned)cmax), c = (int)(item % (unsigned)cmax);
+    int unit_i = (int)(item / (unsigned)cmax), c = (int)item - unit_i * cmax;
     int p = units[2 * unit_i];
     long long b = units[2 * unit_i + 1];
-    long long n_pre;
-    long long first = spike_range(cnt, n_pops, n_batch, k, pre_pop[p], head, &n_pre);
-    s += k;
-    int x0 = (int)(n_pre * c / cmax), x1 = (int)(n_pre * (c + 1) / cmax);
-    if (x0 >= x1) return;
+    int q = k * n_pops + pre_pop[p];
+    int n_pre = cnt[q];
+    int per = (int)(((unsigned)n_pre + (unsigned)cmax - 1u) / (unsigned)cmax);  // spikes per slice
+    int x0 = c * per;
+    if (x0 >= n_pre) return;
+    int x1 = x0 + per < n_pre ? x0 + per : n_pre;
+    long long first = spans[q];
     const long long* pi = pint + (long long)p * NI;
     const double* pf = pflt + (long long)p * NF;
     long long start = pi[3] + b * block, rest = pi[3] + pi[4] - start;
@@ -338,7 +393,7 @@ __device__ __forceinline__ void deliver_item(
     int je = (int)((hi < start + nb ? hi : start + nb) - start);
     long long shift = lo - pi[1];  // presynaptic index = local id + shift
     int rule = (int)pi[0], wk = (int)pi[6], dk = (int)pi[7];
-    int s_mod = (int)(s % n_slots);
+    int s_mod = (s_mod0 + k) % n_slots;
     int slot0 = s_mod + (int)(long long)pf[4];
     if (slot0 >= n_slots) slot0 -= n_slots;
     long long row = (start - lo) * st_n + pi[5] * st_r;  // ring index of target 0 of the block, less the slot
@@ -346,8 +401,9 @@ __device__ __forceinline__ void deliver_item(
     int wq0 = (int)rint(pf[2] / pf[6]);
     double inv = pf[1];
     float cf, ecf;
-    bool fast;
-    skip_constants(inv, allow_fast, &cf, &ecf, &fast);
+    double etol;
+    int filter;
+    skip_constants(inv, allow_fast, &cf, &ecf, &etol, &filter);
     u64 hp = hkey[p], bk = (u64)b;
     if (MODE == 0) {
         for (int t = threadIdx.x; t < je - ja; t += blockDim.x) acc[t] = 0;
@@ -357,8 +413,8 @@ __device__ __forceinline__ void deliver_item(
     int j = nb;
     u64 ctr = 0;
     while (true) {
-        if (j >= nb) {  // this lane's stream has ended: its next spike
-            x += blockDim.x;
+        if (j >= nb) {  // this lane's stream has ended: its next spike (by lane; global sums: as lanes free up)
+            x = MODE == 0 ? x + (int)blockDim.x : next_spike(taken, x0);
             if (x >= x1) break;
             ctr = mix64(mix64(hp ^ (u64)((long long)rec[first + x] + shift)) ^ bk) + GOLDEN;
             j = -1;
@@ -367,7 +423,7 @@ __device__ __forceinline__ void deliver_item(
             j += 1;
             if (j >= nb) continue;
         } else {
-            int skip = next_skip(mix64(ctr), inv, cf, ecf, fast, nb);  // nb: past the block either way
+            int skip = next_skip<MODE != 0>(mix64(ctr), inv, cf, ecf, etol, filter, nb);  // nb: past the block either way
             ctr += GOLDEN;
             if (skip >= nb - 1 - j) { j = nb; continue; }
             j += 1 + skip;
@@ -397,35 +453,43 @@ __device__ __forceinline__ void deliver_item(
 template <int MODE, bool PERSIST>
 __device__ __forceinline__ void deliver_units(
     const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop,
-    const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo,
-    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast,
+    const int* rec, const long long* spans, const int* cnt, int n_pops, long long block, long long lo,
+    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, int s_mod0, int allow_fast,
     int* work, int n_items, int n_batch)
 {
+    __shared__ int s_taken;  // the item's spikes taken after the lanes' first ones
     if (!PERSIST) {
-        deliver_item<MODE>(blockIdx.x, (int)blockIdx.y, n_batch, units, cmax, pint, pflt, hkey, pre_pop, rec, head,
-                           cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+        if (threadIdx.x == 0) s_taken = 0;
+        __syncthreads();
+        deliver_item<MODE>(blockIdx.x, (int)blockIdx.y, units, cmax, pint, pflt, hkey, pre_pop, rec, spans,
+                           cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s_mod0, allow_fast, &s_taken);
         return;
     }
     __shared__ int s_item;
     while (true) {
-        __syncthreads();  // the previous item is done (its shared sums flushed, s_item read by all)
-        if (threadIdx.x == 0) s_item = atomicAdd(work, 1);
+        __syncthreads();  // the previous item is done (its shared sums flushed, s_item and s_taken read by all)
+        if (threadIdx.x == 0) {
+            s_item = atomicAdd(work, 1);
+            s_taken = 0;
+        }
         __syncthreads();
         int item = s_item;
         if (item >= n_items * n_batch) return;
-        deliver_item<MODE>((unsigned)(item % n_items), item / n_items, n_batch, units, cmax, pint, pflt, hkey, pre_pop,
-                           rec, head, cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s, allow_fast);
+        int k = item / n_items;
+        deliver_item<MODE>((unsigned)(item - k * n_items), k, units, cmax, pint, pflt, hkey, pre_pop, rec,
+                           spans, cnt, n_pops, block, lo, hi, ring, n_slots, st_n, st_s, st_r, s_mod0, allow_fast,
+                           &s_taken);
     }
 }
 
 #define DELIVER_ARGS \
     const int* units, int cmax, const long long* pint, const double* pflt, const u64* hkey, const int* pre_pop, \
-    const int* rec, const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, \
-    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int allow_fast, \
+    const int* rec, const long long* spans, const int* cnt, int n_pops, long long block, long long lo, \
+    long long hi, int* ring, int n_slots, long long st_n, long long st_s, long long st_r, int s_mod0, int allow_fast, \
     int* work, int n_items, int n_batch
-#define DELIVER_PASS units, cmax, pint, pflt, hkey, pre_pop, rec, head, cnt, n_pops, block, lo, hi, ring, n_slots, \
-    st_n, st_s, st_r, s, allow_fast, work, n_items, n_batch
-extern "C" __global__ void deliver_shared(DELIVER_ARGS) { deliver_units<0, false>(DELIVER_PASS); }
+#define DELIVER_PASS units, cmax, pint, pflt, hkey, pre_pop, rec, spans, cnt, n_pops, block, lo, hi, ring, n_slots, \
+    st_n, st_s, st_r, s_mod0, allow_fast, work, n_items, n_batch
+extern "C" __global__ void __launch_bounds__(256, 8) deliver_shared(DELIVER_ARGS) { deliver_units<0, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_global(DELIVER_ARGS) { deliver_units<1, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_general(DELIVER_ARGS) { deliver_units<2, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_shared_persistent(DELIVER_ARGS) { deliver_units<0, true>(DELIVER_PASS); }
@@ -434,14 +498,14 @@ extern "C" __global__ void deliver_general_persistent(DELIVER_ARGS) { deliver_un
 
 extern "C" __global__ void deliver_one_to_one(
     int p, const long long* pint, const double* pflt, u64 seed, const int* pre_pop, const int* rec,
-    const unsigned long long* head, const int* cnt, int n_pops, long long block, long long lo, long long hi,
-    int* ring, int n_slots, long long st_n, long long st_s, long long st_r, long long s, int n_batch)
+    const long long* spans, const int* cnt, int n_pops, long long block, long long lo, long long hi,
+    int* ring, int n_slots, long long st_n, long long st_s, long long st_r, int s_mod0, int n_batch)
 {
     const long long* pi = pint + (long long)p * NI;
     const double* pf = pflt + (long long)p * NF;
-    long long n_pre;
-    long long first = spike_range(cnt, n_pops, n_batch, (int)blockIdx.y, pre_pop[p], head, &n_pre);
-    int s_mod = (int)((s + blockIdx.y) % n_slots);
+    int q = (int)blockIdx.y * n_pops + pre_pop[p];
+    long long first = spans[q], n_pre = cnt[q];
+    int s_mod = (s_mod0 + (int)blockIdx.y) % n_slots;
     for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < n_pre; x += (long long)gridDim.x * blockDim.x) {
         long long pre = (long long)rec[first + x] + lo - pi[1];
         long long tt = pi[3] + pre;
@@ -654,9 +718,9 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
         return
     n_slots = int(ring.shape[1])
     st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
-    head = cp.asarray(np.array([len(rec)], np.uint64))
-    tail = (rec, head, cnt, np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring, np.int32(n_slots),
-            st_n, st_s, st_r, np.int64(first))
+    spans = cp.asarray(np.cumsum(per.ravel(), dtype=np.int64) - per.ravel())
+    tail = (rec, spans, cnt, np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring, np.int32(n_slots),
+            st_n, st_s, st_r, np.int32(first % n_slots))
     hkey = cp.asarray(np.array([conn_prefix(seed, int(pint[p, 8])) for p in range(pint.shape[0])], np.uint64))
     resident = cp.cuda.Device().attributes["MultiProcessorCount"] * (2048 // threads)
     _launch_deliveries(launches, one_to_one, max(1, int(per.max())), nb, resident, threads, pint, cp.asarray(pint),
@@ -748,8 +812,8 @@ def _launch_deliveries(launches: list[tuple[Any, ...]], one_to_one: list[int], e
     for gi, (kern, units_d, n_units, shared, per_item, persist) in enumerate(launches):
         if per_item:
             cmax = -(-est // per_item)
-        else:  # about two GPU-fulls of delivery blocks per target block, 2 to 16 spikes per thread
-            cmax = min(max(2 * resident, -(-est // (16 * threads))), -(-est // (2 * threads)))
+        else:  # a target block's items keep _FILL of the resident delivery blocks busy, at least 2 spikes per thread
+            cmax = min(max(1, int(_FILL * resident)), -(-est // (2 * threads)))
         cmax = max(1, min(65535, (2**31 - 2**24) // (n_units * nb), cmax))
         n_items = n_units * cmax
         grid = (min(n_items * nb, resident),) if persist else (n_items, nb)
@@ -795,6 +859,8 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
     head = cp.zeros(1, cp.uint64)
     cnt = cp.zeros(max(1, n_steps * n_pops), cp.int32)
     work = cp.zeros(max(1, n_steps * len(launches)), cp.int32)  # persistent grids' item counters
+    spans = cp.empty(batch * n_pops, cp.int64)  # where each (step, population) of a batch starts in rec
+    spans_k = mod.get_function("batch_spans")
     resident = cp.cuda.Device().attributes["MultiProcessorCount"] * (2048 // threads)
     known, since = 0, 0
     est = np.zeros(n_pops, np.int64)
@@ -821,8 +887,9 @@ def _run_blocks(tables, v, u, g, ref, ring, s0, n_steps, lo, seed, pint, pflt, b
         if k == 0:  # the first batch's counts size the delivery grids until the next look
             est = np.maximum(cnt[:nb * n_pops].get().reshape(nb, n_pops).max(axis=0), 1)
         if launches or one_to_one:
-            tail = (rec, head, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
-                    np.int32(n_slots), st_n, st_s, st_r, np.int64(s0 + k))
+            spans_k((1,), (256,), (cnt[k * n_pops:], np.int32(nb * n_pops), head, spans))
+            tail = (rec, spans, cnt[k * n_pops:], np.int32(n_pops), np.int64(block), np.int64(lo), np.int64(hi), ring,
+                    np.int32(n_slots), st_n, st_s, st_r, np.int32((s0 + k) % n_slots))
             _launch_deliveries(launches, one_to_one, int(est.max()), nb, resident, threads, pint, pint_d, pflt_d,
                                hkey, pre_pop_d, seed, tail, fast_skip, work[k * len(launches):])
         k += nb

@@ -196,19 +196,34 @@ def test_slot_major_single_receptor_ring_identical(block_major) -> None:
                        0, 1, 0, 1, np.zeros((0, 12), np.int64), np.zeros((0, 7)), 1024)
 
 
-@pytest.mark.parametrize("p", [0.5, 0.1, 0.02, 1e-3])
-def test_fast_skip_agrees_with_the_double_formula(p) -> None:
-    """The float32 filter answers most draws and never differs from floor(log(u) / log(1 - p)) in double."""
+@pytest.mark.parametrize("p,skip_filter", [(0.5, 1), (0.1, 1), (0.02, 1), (1e-3, 1), (0.1, 2), (1e-3, 2), (1e-4, 2),
+                                           (1.25e-6, 2)])
+def test_skip_filters_agree_with_the_double_formula(p, skip_filter) -> None:
+    """The float32 (1) and table (2) filters answer most draws and never differ from floor(log(u) / log(1 - p))
+    in double."""
     from neurochunk.kernels.network_gpu import _module
 
     out = cp.zeros(2, cp.uint64)
     n = 1 << 26
     key = int(np.random.default_rng().integers(0, 2**63))
     _module().get_function("skip_agreement")((264,), (256,), (np.uint64(key), np.int64(n), np.float64(1 / np.log1p(-p)),
-                                                             out))
+                                                             np.int32(skip_filter), out))
     taken, bad = (int(x) for x in out.get())
     assert bad == 0
-    assert taken > (0.99 if p >= 0.02 else 0.9) * n
+    assert taken > (0.99 if p >= 0.02 or skip_filter == 2 else 0.9) * n
+
+
+@pytest.mark.parametrize("opts", [{}, {"fast_skip": False}, {"accumulate": "shared"}])
+def test_sparse_projections_identical(opts) -> None:
+    """p = 5e-4 (the table skip filter; the float32 one cannot resolve these skips): the CPU's spikes, v and ring."""
+    plan = brunel_network(100_000, rule="fixed_probability", seed=11, epsilon=5e-4, j=0.5,
+                          v_init={"uniform": [10.0, 20.0]}).plan()
+    (sc, ic, cpu), (sg, ig, gpu) = _both(plan, 150, window=50, **opts)
+    assert len(sc) > 1000
+    np.testing.assert_array_equal(sc, sg)
+    np.testing.assert_array_equal(ic, ig)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("opts", [{}, {"accumulate": "shared"}, {"accumulate": "global", "persistent": True},

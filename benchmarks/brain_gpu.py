@@ -14,6 +14,9 @@ Scenarios (one command each; the network lives in one chunk on one GPU):
 ``python benchmarks/brain_gpu.py series --sizes 1.25e4,1.25e5,1.25e6,1.25e7,1.25e8,1e9``
     Brunel A with 1,000 E + 250 I inputs per neuron. Goal at 1e9 neurons (1.25e12 synapses): under 15
     minutes per simulated second (NEST: 40 minutes for 1.73e9 neurons on the K computer).
+``python benchmarks/brain_gpu.py compare --kernels old.py --sizes 1e9 --block 2097152 [--fills 0.25,1]``
+    The current kernels against other versions of ``kernels/network_gpu.py`` (``git show REV:kernels/network_gpu.py
+    > old.py``), windows alternating between them on one running network.
 ``python benchmarks/brain_gpu.py check``
     The two engines (and both accumulators) give the same spikes and state on the balanced network and
     on a 1.25e7-neuron Brunel network.
@@ -313,6 +316,79 @@ def check(args: argparse.Namespace) -> None:
         cp.get_default_memory_pool().free_all_blocks()
 
 
+def _load_kernels(path: str) -> Any:
+    """Another version of ``kernels/network_gpu.py`` (e.g. ``git show REV:kernels/network_gpu.py > old.py``) as a
+    module of its own, its relative imports pointed at the installed package."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    text = open(path).read().replace("from .rng import", "from neurochunk.kernels.rng import")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(text)
+    name = f"network_gpu_{len(sys.modules)}"
+    spec = importlib.util.spec_from_file_location(name, f.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Kernel versions side by side on one running network: windows alternate between the versions (same
+    spikes, so the network's course is the same whichever runs), each round in reversed order."""
+    import cupy as cp
+    from neurochunk.kernels import network_gpu
+
+    versions = {"current": (network_gpu, None)}
+    for path in filter(None, args.kernels.split(",")):
+        versions[path] = (_load_kernels(path), None)
+    for fill in filter(None, args.fills.split(",")):
+        versions[f"current, fill {fill}"] = (network_gpu, float(fill))
+    print(_device_line(bandwidth()))
+    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
+    default_fill = network_gpu._FILL
+    for size in args.sizes.split(","):
+        n = int(float(size))
+        plan = (balanced_network(n, args.block or None) if args.network == "balanced"
+                else series_network(n, args.block or None)).plan()
+        state = init_state(plan)
+        run_args = (0, plan.seed, plan.pint, plan.pflt, plan.net.conn_block)
+
+        def run(name: str, s: int) -> float:
+            module, fill = versions[name]
+            network_gpu._FILL = default_fill if fill is None else fill
+            e0.record()
+            module.run_window_gpu(plan.pop_tables, *state, s, args.window, *run_args, ordered=False)
+            e1.record()
+            e1.synchronize()
+            network_gpu._FILL = default_fill
+            return cp.cuda.get_elapsed_time(e0, e1) / 1e3
+
+        names, s = list(versions), 0
+        for name in names:  # compilation inside the warm-up
+            run(name, s)
+            s += args.window
+        while s < args.warm_steps:
+            run("current", s)
+            s += args.window
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(args.rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                times[name].append(run(name, s))
+                s += args.window
+        sim_s = args.rounds * args.window * plan.dt * 1e-3
+        ref = names[1] if args.kernels else names[0]
+        base = sum(times[ref])
+        print(f"{args.network} {n:,} (block {plan.net.conn_block:,}): {args.rounds} x {args.window} steps per version "
+              f"after {args.warm_steps} steps", flush=True)
+        for name in names:
+            t = sum(times[name])
+            print(f"  {name:>40}: {t:8.3f} GPU s  {t / sim_s:9.2f} s per sim s  ({t / base:.3f} of {ref})  "
+                  "windows " + " ".join(f"{x:.3f}" for x in times[name]), flush=True)
+        state = None
+        _free()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="scenario", required=True)
@@ -334,12 +410,21 @@ def main() -> None:
     for q in (b, s):
         q.add_argument("--window", type=int, default=50, help="steps per run_window_gpu call")
         q.add_argument("--verbose", action="store_true", help="print every window's time and rate")
+    k = sub.add_parser("compare", help="kernel versions side by side on one running network")
+    k.add_argument("--kernels", default="", help="comma-separated paths of other versions of kernels/network_gpu.py")
+    k.add_argument("--fills", default="", help="comma-separated values of _FILL to run the current kernels with")
+    k.add_argument("--network", default="series", choices=("series", "balanced"))
+    k.add_argument("--sizes", default="1e9")
+    k.add_argument("--block", type=int, default=0, help="generator target block (0: the network's default)")
+    k.add_argument("--warm-steps", type=int, default=200)
+    k.add_argument("--window", type=int, default=20)
+    k.add_argument("--rounds", type=int, default=3)
     c = sub.add_parser("check", help="both engines give the same spikes")
     c.add_argument("--n", type=int, default=1_000_000)
     c.add_argument("--steps", type=int, default=200)
     c.add_argument("--draws", type=int, default=1 << 32, help="draws per p for the skip-filter agreement")
     args = p.parse_args()
-    {"balanced": balanced, "series": series, "check": check}[args.scenario](args)
+    {"balanced": balanced, "series": series, "check": check, "compare": compare}[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ Two engines deliver a step's spikes:
   shared memory and flush once per CUDA block (``accumulate="shared"``), or
   add straight into the ring buffer with the work ordered by target block so
   that the rows being written stay in L2 (``"global"``; a persistent grid
-  takes the work items from a counter). A skip length comes from a float32
-  ``log2`` when that is provably the double formula's answer, else from the
-  double ``log`` (so the synapses are the CPU's). The neuron update appends
+  takes the work items from a counter, and its lanes take an item's spikes
+  as they free up). A skip length comes from a float32 ``log2`` (p above
+  about 7e-4) or a table ``log`` (below) when that is provably the double
+  formula's answer, else from the double ``log`` (so the synapses are the
+  CPU's). The neuron update appends
   spikes to a device list, so a window runs without a host synchronisation
   per step, and the deliveries of up to the smallest delay's steps go in one
   launch after those steps' neuron updates (``batch_steps``).
@@ -52,7 +54,7 @@ _FILL = 0.5  # a target block's share of the resident delivery blocks (global su
 
 
 def _log_table() -> str:
-    """``LOG_TABLE[i] = (c_i, -log c_i)``, ``c_i = 1 / (1 + (i + 1/2) / 128)``: the table skip filter's (CUDA source)."""
+    """The table skip filter's ``LOG_TABLE[i] = (c_i, -log c_i)``, ``c_i = 1 / (1 + (i + 1/2) / 128)`` (CUDA)."""
     rows = []
     for i in range(128):
         c = 1.0 / (1.0 + (i + 0.5) / 128)
@@ -423,7 +425,8 @@ __device__ __forceinline__ void deliver_item(
             j += 1;
             if (j >= nb) continue;
         } else {
-            int skip = next_skip<MODE != 0>(mix64(ctr), inv, cf, ecf, etol, filter, nb);  // nb: past the block either way
+            // nb: past the block either way
+            int skip = next_skip<MODE != 0>(mix64(ctr), inv, cf, ecf, etol, filter, nb);
             ctr += GOLDEN;
             if (skip >= nb - 1 - j) { j = nb; continue; }
             j += 1 + skip;
@@ -489,7 +492,9 @@ __device__ __forceinline__ void deliver_units(
     int* work, int n_items, int n_batch
 #define DELIVER_PASS units, cmax, pint, pflt, hkey, pre_pop, rec, spans, cnt, n_pops, block, lo, hi, ring, n_slots, \
     st_n, st_s, st_r, s_mod0, allow_fast, work, n_items, n_batch
-extern "C" __global__ void __launch_bounds__(256, 8) deliver_shared(DELIVER_ARGS) { deliver_units<0, false>(DELIVER_PASS); }
+extern "C" __global__ void __launch_bounds__(256, 8) deliver_shared(DELIVER_ARGS) {
+    deliver_units<0, false>(DELIVER_PASS);
+}
 extern "C" __global__ void deliver_global(DELIVER_ARGS) { deliver_units<1, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_general(DELIVER_ARGS) { deliver_units<2, false>(DELIVER_PASS); }
 extern "C" __global__ void deliver_shared_persistent(DELIVER_ARGS) { deliver_units<0, true>(DELIVER_PASS); }
@@ -601,12 +606,14 @@ def run_window_gpu(tables: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: 
         ``spikes_per_item=512`` ran the balanced 1e6-neuron network 6% faster than the default on an H200).
     spikes_per_item
         Spikes of one population a delivery block takes per target block (default: ``2 * threads`` when
-        summing in shared memory; otherwise enough delivery blocks per target block to fill the GPU about
-        twice, so the blocks at work write one target block's ring rows, which stay in L2, with 2 to 16
-        spikes per thread).
+        summing in shared memory; otherwise enough delivery blocks per target block to keep half the
+        resident delivery blocks busy, so the blocks at work write about two target blocks' ring rows,
+        which stay in L2, with at least 2 spikes per thread).
     fast_skip
-        ``"blocks"`` engine: take a skip length from a float32 ``log2`` when it is provably the double
-        formula's (for p above about 7e-4; otherwise, and when ``False``, the double ``log`` runs).
+        ``"blocks"`` engine: take a skip length from cheaper arithmetic when it is provably the double
+        formula's: a float32 ``log2`` for p above about 7e-4, a table ``log`` accurate to 3e-13 below
+        (global sums; shared sums, which serve denser projections, use the double ``log`` there); with
+        ``False`` the double ``log`` always runs.
     persistent
         ``"blocks"`` engine: a grid of as many delivery blocks as fit on the GPU at once, each taking the next
         work item from a counter (no tail of unequal blocks, no block launches per item), instead of one

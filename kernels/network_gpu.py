@@ -50,6 +50,9 @@ _MASK = (1 << 64) - 1
 _REC_MIN = 1 << 24  # spikes the window's list holds at least before the host looks at its length
 _SORT_ONCE = 1 << 26  # up to this many spikes a window's spikes are ordered by one sort of int64 keys
 _BATCH_MAX = 256  # most steps whose deliveries go in one launch
+# threads engine: chunks of at least this many neurons order delivery threads by target block (their ring rows do
+# not fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons), smaller ones by spike
+_BLOCK_MAJOR_FROM = 1 << 23
 _FILL = 0.5  # a target block's share of the resident delivery blocks (global sums): about 2 target blocks at work
 
 
@@ -654,13 +657,14 @@ def _check_options(accumulate: str, threads: int) -> None:
 
 def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo: int, hi: int, ring: Any, seed: int,
                        pint: np.ndarray, pflt: np.ndarray, block: int, *, skip: tuple[int, int] | None = None,
-                       accumulate: str = "auto", threads: int = 256, spikes_per_item: int | None = None,
-                       fast_skip: bool = True, persistent: bool | None = None) -> None:
+                       engine: str = "auto", accumulate: str = "auto", threads: int = 256,
+                       spikes_per_item: int | None = None, fast_skip: bool = True,
+                       persistent: bool | None = None) -> None:
     """Add the synapses of spikes ``(steps, gids)`` that land in post neurons ``[lo, hi)`` to ``ring``, in place.
 
-    The "blocks" engine of :func:`run_window_gpu` for spikes of any neurons (other chunks' spikes of the
-    last exchange window): the same synapses from the same keyed streams, integer weights, so ``ring``
-    ends as ``kernels.procedural.deliver_many`` leaves the CPU's, whatever the order of the spikes.
+    The delivery of :func:`run_window_gpu` for spikes of any neurons (other chunks' spikes of the last
+    exchange window): the same synapses from the same keyed streams, integer weights, so ``ring`` ends as
+    ``kernels.procedural.deliver_many`` leaves the CPU's, whatever the order of the spikes.
 
     Parameters
     ----------
@@ -672,12 +676,17 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
         The chunk's neurons; ``ring`` is its int32 ``(neuron, slot, receptor)`` ring buffer in any memory layout.
     skip
         ``(skip_lo, skip_hi)``: spikes of these neurons are left out (the chunk's own, delivered by its window).
+    engine
+        ``"blocks"`` (networks under 2**31 neurons), ``"threads"`` (one CUDA thread per spike, projection and
+        target block, any size) or ``"auto"``: blocks where it can.
     accumulate, threads, spikes_per_item, fast_skip, persistent
-        As for :func:`run_window_gpu`.
+        As for :func:`run_window_gpu` (the blocks engine).
     """
     import cupy as cp
 
     _check_options(accumulate, threads)
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be 'auto' or one of {ENGINES}, got {engine!r}")
     pint = np.ascontiguousarray(pint, np.int64)
     pflt = np.ascontiguousarray(pflt, np.float64)
     offsets = np.asarray(tables[4], np.int64)
@@ -689,8 +698,10 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
                          f"got {ring.dtype} {ring.shape}")
     if not 0 <= lo < hi <= n_total:
         raise ValueError(f"[lo, hi) must lie in the network's [0, {n_total}), got [{lo}, {hi})")
-    if n_total >= 2**31:
-        raise ValueError(f"deliver_spikes_gpu takes networks under 2**31 neurons, got {n_total}")
+    if engine == "auto":
+        engine = "blocks" if n_total < 2**31 else "threads"
+    if engine == "blocks" and n_total >= 2**31:
+        raise ValueError(f"the blocks engine delivers networks under 2**31 neurons, got {n_total}: use engine='threads'")
     if pint.shape[0] and (pint[:, 0] > 2).any():
         raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
     if pint.shape[0] and pint[:, 5].max() >= ring.shape[2]:
@@ -704,6 +715,9 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
         keep = (g < skip[0]) | (g >= skip[1])
         g, st = g[keep], st[keep]
     if len(g) == 0:
+        return
+    if engine == "threads":
+        _deliver_threads(g, st, lo, hi, ring, seed, pint, pflt, block)
         return
     first, last = (int(x) for x in cp.stack([st.min(), st.max()]).get())
     nb = last - first + 1
@@ -734,6 +748,27 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
                        cp.asarray(pflt), hkey, cp.asarray(pre_pop), seed, tail, fast_skip,
                        cp.zeros(max(1, len(launches)), cp.int32))
 
+
+
+def _deliver_threads(gids: Any, steps: Any, lo: int, hi: int, ring: Any, seed: int, pint: np.ndarray,
+                     pflt: np.ndarray, block: int) -> None:
+    """The threads engine's delivery of spikes ``(steps, gids)`` (cupy int64) into ``ring``."""
+    import cupy as cp
+
+    kern = _module().get_function("deliver")
+    n_proj = int(pint.shape[0])
+    n_blk = max((min(hi - lo, int(pi[4])) + block - 1) // block + 1 for pi in pint)
+    n_slots = int(ring.shape[1])
+    st_n, st_s, st_r = (np.int64(x // ring.itemsize) for x in ring.strides)
+    pint_d, pflt_d = cp.asarray(pint), cp.asarray(pflt)
+    per_call = max(1, min(2**30, (2**31 - 1) * 128 // (n_proj * n_blk)))  # spikes per launch: under the grid limit
+    for a in range(0, len(gids), per_call):
+        g, st = gids[a:a + per_call], steps[a:a + per_call]
+        total = len(g) * n_proj * n_blk
+        kern(((total + 255) // 256,), (256,), (
+            g, st, np.int32(len(g)), np.int32(n_proj), pint_d, pflt_d, np.uint64(seed), np.int64(block), np.int64(lo),
+            np.int64(hi), ring, np.int32(n_slots), st_n, st_s, st_r, np.int64(-1), np.int64(-1), np.int64(n_blk),
+            np.int32(hi - lo >= _BLOCK_MAJOR_FROM)))
 
 def _segments(offsets: np.ndarray, lo: int, hi: int) -> list[tuple[int, int, int]]:
     out = []

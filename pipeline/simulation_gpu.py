@@ -27,11 +27,8 @@ from neurochunk.kernels.neurons import N_RECEPTORS
 from .network import Plan
 
 __all__ = ["chunk_args", "init_chunk", "window_task", "deliver_task", "host_block", "ring_receptors",
-           "exchange_on_device", "BLOCK_MAJOR_FROM"]
+           "exchange_on_device"]
 
-# chunks of at least this many neurons order the cross-chunk delivery threads by target block (their ring
-# rows do not fit in L2: benchmarks/results/brain.md, 1.25e7 and 1e9 neurons); smaller chunks by spike
-BLOCK_MAJOR_FROM = 1 << 23
 _USES_U, _USES_G = {3}, {0, 1}  # izhikevich; lif_coba and lif_cuba_exp
 
 
@@ -42,11 +39,9 @@ def ring_receptors(plan: Plan) -> int:
 
 
 def chunk_args(plan: Plan, c: int, cpu_args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The CPU task arguments plus the chunk's device layout: (receptors, uses u, uses g, block-major)."""
+    """The CPU task arguments plus the chunk's device layout: (receptors, uses u, uses g)."""
     models = {int(plan.models[k]) for k, _, _ in plan.segments(c)}
-    lo, hi = plan.chunks[c]
-    return (*cpu_args, ring_receptors(plan), bool(models & _USES_U), bool(models & _USES_G),
-            hi - lo >= BLOCK_MAJOR_FROM)
+    return (*cpu_args, ring_receptors(plan), bool(models & _USES_U), bool(models & _USES_G))
 
 
 def _cp() -> Any:
@@ -101,26 +96,20 @@ def _run(args: tuple[Any, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any, s0:
 def _incoming(args: tuple[Any, ...], ring: Any, incoming: Any) -> None:
     """Deliver the other chunks' spikes: ``None``, one ``(steps, gids)`` or a list of them (host or device).
 
-    The "blocks" engine of ``kernels.network_gpu`` delivers them in one call (networks under 2**31
-    neurons); larger networks take ``kernels.delivery_gpu``'s one thread per (spike, projection, block).
+    ``kernels.network_gpu.deliver_spikes_gpu`` delivers them in one call: its blocks engine for networks
+    under 2**31 neurons, one thread per (spike, projection, target block) for larger ones.
     """
+    from neurochunk.kernels.network_gpu import deliver_spikes_gpu
+
     from .simulation import spike_parts
 
-    cp = _cp()
-    spikes = spike_parts(incoming, cp)
+    spikes = spike_parts(incoming, _cp())
     if spikes is None:
         return
     steps, gids = spikes
     tables, lo, seed, pint, pflt, block = args[:6]
     hi = lo + ring.shape[0]
-    if int(tables[4][-1]) < 2**31:
-        from neurochunk.kernels.network_gpu import deliver_spikes_gpu
-
-        deliver_spikes_gpu(tables, steps, gids, lo, hi, ring, seed, pint, pflt, block, skip=(lo, hi))
-        return
-    from neurochunk.kernels.delivery_gpu import deliver_gpu
-
-    deliver_gpu(cp.asnumpy(steps), cp.asnumpy(gids), lo, hi, pint, pflt, seed, block, lo, hi, ring, args[9])
+    deliver_spikes_gpu(tables, steps, gids, lo, hi, ring, seed, pint, pflt, block, skip=(lo, hi))
 
 
 def _counts(cp: Any, steps: Any, gids: Any, offsets: np.ndarray, s0: int, n_steps: int) -> np.ndarray:

@@ -227,7 +227,7 @@ def test_sparse_projections_identical(opts) -> None:
 
 
 @pytest.mark.parametrize("opts", [{}, {"accumulate": "shared"}, {"accumulate": "global", "persistent": True},
-                                  {"threads": 128, "spikes_per_item": 8, "persistent": False}])
+                                  {"threads": 128, "spikes_per_item": 8, "persistent": False}, {"engine": "threads"}])
 @pytest.mark.parametrize("chunk", [0, 1])
 def test_deliver_spikes_gpu_gives_deliver_many_ring(chunk, opts) -> None:
     """Other chunks' spikes (every kind of projection, unsorted, a neuron twice in a step) through the blocks
@@ -282,3 +282,6 @@ def test_deliver_spikes_gpu_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="threads"):
         deliver_spikes_gpu(plan.pop_tables, np.zeros(2, np.int64), np.zeros(2, np.int64), 0, 2000, ring, *args,
                            threads=100)
+    with pytest.raises(ValueError, match="engine"):
+        deliver_spikes_gpu(plan.pop_tables, np.zeros(2, np.int64), np.zeros(2, np.int64), 0, 2000, ring, *args,
+                           engine="warp")

@@ -200,6 +200,25 @@ __global__ void apply(const float* rdeltas, int m, const long long* pos, const i
 __device__ __forceinline__ bool better(const float* kv, const u64* kid, int a, int b) {
     return kv[a] > kv[b] || (kv[a] == kv[b] && kid[a] < kid[b]);
 }
+// the block's Pn (a power of two) keys in shared memory, best first (better()); the caller synchronised them
+__device__ __forceinline__ void bitonic_sort(float* kv, u64* kid, int* kp, int Pn, int tid, int nt) {
+    for (int size = 2; size <= Pn; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < Pn; i += nt) {
+                int j = i ^ stride;
+                if (j > i) {
+                    bool sw = (i & size) == 0 ? better(kv, kid, j, i) : better(kv, kid, i, j);
+                    if (sw) {
+                        float tv = kv[i]; kv[i] = kv[j]; kv[j] = tv;
+                        u64 ti = kid[i]; kid[i] = kid[j]; kid[j] = ti;
+                        int tp = kp[i]; kp[i] = kp[j]; kp[j] = tp;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
 // one block: histogram from bucket counts, top-k merge (bitonic sort of candidates + entrants), statistics
 __global__ void finish(const unsigned long long* cnt, const long long* rank, int nbins, long long n,
                        const double* gs, int* ctl, const double* total, u64* rec, const u64* ids,
@@ -251,22 +270,7 @@ __global__ void finish(const unsigned long long* cnt, const long long* rank, int
     }
     __syncthreads();
     if (tid < nbins) hist_out[(long long)it * nbins + tid] = (long long)(ge[tid] - ge[tid + 1]);
-    for (int size = 2; size <= Pn; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int i = tid; i < Pn; i += nt) {
-                int j = i ^ stride;
-                if (j > i) {
-                    bool sw = (i & size) == 0 ? better(kv, kid, j, i) : better(kv, kid, i, j);
-                    if (sw) {
-                        float tv = kv[i]; kv[i] = kv[j]; kv[j] = tv;
-                        u64 ti = kid[i]; kid[i] = kid[j]; kid[j] = ti;
-                        int tp = kp[i]; kp[i] = kp[j]; kp[j] = tp;
-                    }
-                }
-            }
-            __syncthreads();
-        }
-    }
+    bitonic_sort(kv, kid, kp, Pn, tid, nt);
     for (int i = tid; i < Pn; i += nt) {
         int p = kp[i];
         if (p < 0) continue;
@@ -455,22 +459,7 @@ __global__ void rb_fix(int stage, int init, int* rb, unsigned long long* rbo, do
         while (Pn < C) Pn <<= 1;
         for (int i = C + tid; i < Pn; i += nt) { kv[i] = -1.0f; kid[i] = 0xFFFFFFFFFFFFFFFFull; kp[i] = -1; }
         __syncthreads();
-        for (int size = 2; size <= Pn; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                for (int i = tid; i < Pn; i += nt) {
-                    int j = i ^ stride;
-                    if (j > i) {
-                        bool sw = (i & size) == 0 ? better(kv, kid, j, i) : better(kv, kid, i, j);
-                        if (sw) {
-                            float tv = kv[i]; kv[i] = kv[j]; kv[j] = tv;
-                            u64 ti = kid[i]; kid[i] = kid[j]; kid[j] = ti;
-                            int tp = kp[i]; kp[i] = kp[j]; kp[j] = tp;
-                        }
-                    }
-                }
-                __syncthreads();
-            }
-        }
+        bitonic_sort(kv, kid, kp, Pn, tid, nt);
         bool keep = st == 3 || vis(__longlong_as_double((long long)rbo[1]), g) < kv[k - 1];
         if (keep) {
             unsigned long long mn = 0xFFFFFFFFFFFFFFFFull;

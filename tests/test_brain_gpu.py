@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    if cp.cuda.runtime.getDeviceCount() < 1:
-        pytest.skip("no CUDA device", allow_module_level=True)
-except cp.cuda.runtime.CUDARuntimeError:
-    pytest.skip("no CUDA device", allow_module_level=True)
+from gpu_helpers import require_cupy
+
+cp = require_cupy()
 
 from neurochunk.kernels.network_gpu import run_window_gpu, to_device  # noqa: E402
 from neurochunk.kernels.neurons import run_window  # noqa: E402

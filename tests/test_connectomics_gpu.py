@@ -7,12 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    if cp.cuda.runtime.getDeviceCount() < 1:
-        pytest.skip("no CUDA device", allow_module_level=True)
-except cp.cuda.runtime.CUDARuntimeError:
-    pytest.skip("no CUDA device", allow_module_level=True)
+from gpu_helpers import require_cupy
+
+cp = require_cupy()
 
 from neurochunk.kernels import volume as kv  # noqa: E402
 from neurochunk.kernels.volume_gpu import label_chunk_gpu  # noqa: E402

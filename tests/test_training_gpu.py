@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    if cp.cuda.runtime.getDeviceCount() < 1:
-        pytest.skip("no CUDA device", allow_module_level=True)
-except cp.cuda.runtime.CUDARuntimeError:
-    pytest.skip("no CUDA device", allow_module_level=True)
+from gpu_helpers import require_cupy
+
+cp = require_cupy()
 
 from neurochunk.kernels.omp import code_stats, dense_codes, sparse_code  # noqa: E402
 from neurochunk.kernels.recurrent import DelayedRNN, advance, empty_history, make_weights, stimulus  # noqa: E402

@@ -319,17 +319,11 @@ def check(args: argparse.Namespace) -> None:
 def _load_kernels(path: str) -> Any:
     """Another version of ``kernels/network_gpu.py`` (e.g. ``git show REV:kernels/network_gpu.py > old.py``) as a
     module of its own, its relative imports pointed at the installed package."""
-    import importlib.util
-    import sys
-    import tempfile
+    import types
 
     text = open(path).read().replace("from .rng import", "from neurochunk.kernels.rng import")
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(text)
-    name = f"network_gpu_{len(sys.modules)}"
-    spec = importlib.util.spec_from_file_location(name, f.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType(f"network_gpu from {path}")
+    exec(compile(text, path, "exec"), module.__dict__)
     return module
 
 

@@ -701,7 +701,8 @@ def deliver_spikes_gpu(tables: tuple[np.ndarray, ...], steps: Any, gids: Any, lo
     if engine == "auto":
         engine = "blocks" if n_total < 2**31 else "threads"
     if engine == "blocks" and n_total >= 2**31:
-        raise ValueError(f"the blocks engine delivers networks under 2**31 neurons, got {n_total}: use engine='threads'")
+        raise ValueError(f"the blocks engine delivers networks under 2**31 neurons, got {n_total}: "
+                         "use engine='threads'")
     if pint.shape[0] and (pint[:, 0] > 2).any():
         raise NotImplementedError("the GPU twin generates fixed_probability, all_to_all and one_to_one synapses only")
     if pint.shape[0] and pint[:, 5].max() >= ring.shape[2]:

@@ -144,7 +144,8 @@ def exchange_on_device() -> bool:
 
 def window_task(args: tuple[Any, ...], conn: tuple[np.ndarray, ...], v: Any, u: Any, g: Any, ref: Any, ring: Any,
                 incoming: Any, s0: int, n_steps: int,
-                sample: tuple[np.ndarray, int] | None = None, count: bool = False, share: bool = True) -> tuple[Any, ...]:
+                sample: tuple[np.ndarray, int] | None = None, count: bool = False,
+                share: bool = True) -> tuple[Any, ...]:
     """The GPU twin of ``pipeline.simulation._window_task`` (same arguments and outputs; arrays on the GPU).
 
     The record output holds host copies: the spikes (``None`` with ``count``, which gives the window's
